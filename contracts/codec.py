@@ -1,0 +1,57 @@
+"""One encoder and one typed decoder per union, built once and reused.
+
+Entries on the wire are JSON (readable with ``redis-cli``) encoded by msgspec.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from contracts.control import Control
+from contracts.events import Event
+from contracts.jobs import Job
+
+# Refuse absurd payloads before decoding them (a 10 MB field is hostile, not a job).
+MAX_JOB_BYTES = 1 << 20
+
+_encoder = msgspec.json.Encoder()
+_job_decoder = msgspec.json.Decoder(Job)
+_event_decoder = msgspec.json.Decoder(Event)
+_control_decoder = msgspec.json.Decoder(Control)
+
+
+class DecodeError(ValueError):
+    """A payload that is not a valid contract value; the message says why."""
+
+
+def encode(value: Any) -> bytes:
+    return _encoder.encode(value)
+
+
+def decode_job(data: bytes | str) -> Job:
+    if len(data) > MAX_JOB_BYTES:
+        raise DecodeError(f"job payload too large ({len(data)} bytes > {MAX_JOB_BYTES})")
+    try:
+        return _job_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+        raise DecodeError(str(exc)) from exc
+
+
+def decode_event(data: bytes | str) -> Event:
+    try:
+        return _event_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+        raise DecodeError(str(exc)) from exc
+
+
+def decode_control(data: bytes | str) -> Control:
+    try:
+        return _control_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+        raise DecodeError(str(exc)) from exc
+
+
+def to_builtins(value: Any) -> Any:
+    return msgspec.to_builtins(value)

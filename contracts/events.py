@@ -1,0 +1,115 @@
+"""Events: everything that happens to a request, in order, on its own stream.
+
+A tagged union on ``type``. Every event carries ``request_id``, ``seq`` (1, 2, 3 …
+per attempt, gap-free; ``submitted`` is written by the orchestrator with seq 0),
+``attempt`` and ``ts`` (when it was produced). ``ansible_event`` keeps the
+ansible-runner / AWX event name of translated events. ``result`` is the only
+terminal event.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from msgspec import Struct
+
+from contracts.jobs import Job
+
+HostStatus = Literal["ok", "changed", "failed", "skipped", "unreachable"]
+ResultStatus = Literal["success", "failed", "timeout", "canceled", "error", "rejected"]
+TERMINAL_FAILURES: frozenset[str] = frozenset({"failed", "timeout", "canceled", "error", "rejected"})
+
+
+class _EventBase(Struct, kw_only=True, tag_field="type"):
+    request_id: str
+    seq: int
+    ts: float
+    attempt: int = 1
+    ansible_event: str | None = None
+
+
+class Submitted(_EventBase, tag="submitted"):
+    job: Job
+    stream: str = ""
+
+
+class Accepted(_EventBase, tag="accepted"):
+    executor: str
+    delivery_count: int = 1
+    kind: str = ""
+
+
+class Reclaimed(_EventBase, tag="reclaimed"):
+    executor: str
+    previous_owner: str
+    delivery_count: int
+
+
+class PlaybookStarted(_EventBase, tag="playbook_started"):
+    playbook: str
+    play: str | None = None
+
+
+class TaskStarted(_EventBase, tag="task_started"):
+    task: str
+    play: str | None = None
+    host: str | None = None
+
+
+class HostResult(_EventBase, tag="host_result"):
+    host: str
+    task: str
+    status: HostStatus
+    duration_ms: int = 0
+    msg: str = ""
+    ignore_errors: bool = False
+
+
+class Output(_EventBase, tag="output"):
+    lines: list[str]
+
+
+class CancelRequested(_EventBase, tag="cancel_requested"):
+    by: str
+    reason: str = ""
+
+
+class HostStats(Struct, kw_only=True, frozen=True):
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    unreachable: int = 0
+    rescued: int = 0
+    ignored: int = 0
+
+
+class Result(_EventBase, tag="result"):
+    status: ResultStatus
+    stats: dict[str, HostStats] = {}
+    deployed_url: str | None = None
+    rc: int | None = None
+    error: str | None = None
+    duration_ms: int = 0
+    # Events of this attempt including this one: a reader proves completeness.
+    event_count: int = 0
+    executor: str | None = None
+    failed_hosts: list[str] = []
+    failed_task: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "success"
+
+
+Event = (
+    Submitted
+    | Accepted
+    | Reclaimed
+    | PlaybookStarted
+    | TaskStarted
+    | HostResult
+    | Output
+    | CancelRequested
+    | Result
+)

@@ -1,0 +1,30 @@
+"""Error hierarchy. Lower-layer errors (redis, nacl, OS) are translated at the edges.
+
+    DeploystreamError
+    ├── InfrastructureError      Redis (or another service) unreachable -> exit 3
+    ├── BadInputError            operator input rejected before anything is sent -> exit 2
+    ├── KeyMaterialError         missing / unreadable / wrong keys
+    └── StreamGapError           a reader saw a hole in ``seq``
+"""
+
+from __future__ import annotations
+
+
+class DeploystreamError(Exception):
+    """Base of every error this project raises on purpose."""
+
+
+class InfrastructureError(DeploystreamError):
+    """A service the command needs (Redis) cannot be reached."""
+
+
+class BadInputError(DeploystreamError):
+    """Input rejected before anything was submitted."""
+
+
+class KeyMaterialError(DeploystreamError):
+    """Keys are missing, unreadable, or do not match."""
+
+
+class StreamGapError(DeploystreamError):
+    """A reader found a missing or repeated ``seq`` within one attempt."""

@@ -34,14 +34,16 @@ def decode_job(data: bytes | str) -> Job:
     if len(data) > MAX_JOB_BYTES:
         raise DecodeError(f"job payload too large ({len(data)} bytes > {MAX_JOB_BYTES})")
     try:
-        return _job_decoder.decode(data)
+        job: Job = _job_decoder.decode(data)
+        return job
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise DecodeError(str(exc)) from exc
 
 
 def decode_event(data: bytes | str) -> Event:
     try:
-        return _event_decoder.decode(data)
+        event: Event = _event_decoder.decode(data)
+        return event
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise DecodeError(str(exc)) from exc
 

@@ -27,11 +27,11 @@ class _Section(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, re
     pass
 
 
-class RedisSection(_Section):
+class RedisSection(_Section, frozen=True):
     url: str = "redis://127.0.0.1:6379/0"
 
 
-class StreamsSection(_Section):
+class StreamsSection(_Section, frozen=True):
     requests: Name = "deploy.requests"
     deploy: Name = "ansible.deploy"
     provision: Name = "ansible.provision"
@@ -42,12 +42,12 @@ class StreamsSection(_Section):
     executors_prefix: Name = "deploystream.executor"
 
 
-class GroupsSection(_Section):
+class GroupsSection(_Section, frozen=True):
     executors: Name = "executors"
     orchestrators: Name = "orchestrators"
 
 
-class ExecutorSection(_Section):
+class ExecutorSection(_Section, frozen=True):
     concurrency: Positive = 4
     lease_ms: Annotated[int, Meta(ge=100)] = 30_000
     max_deliveries: Positive = 3
@@ -56,7 +56,7 @@ class ExecutorSection(_Section):
     block_ms: Annotated[int, Meta(ge=10)] = 2_000
 
 
-class RetentionSection(_Section):
+class RetentionSection(_Section, frozen=True):
     jobs_maxlen: Positive = 100_000
     events_maxlen: Positive = 20_000
     events_ttl_s: Positive = 3600
@@ -66,7 +66,7 @@ class RetentionSection(_Section):
     output_line_max: Positive = 4096
 
 
-class StreamsConfig(_Section):
+class StreamsConfig(_Section, frozen=True):
     redis: RedisSection = RedisSection()
     streams: StreamsSection = StreamsSection()
     groups: GroupsSection = GroupsSection()
@@ -134,6 +134,7 @@ def with_overrides(
     redis_url: str | None = None,
     concurrency: int | None = None,
     lease_ms: int | None = None,
+    shutdown_grace_s: float | None = None,
 ) -> StreamsConfig:
     """Environment/flag overrides applied once at the entrypoint; validated like the file."""
     raw = msgspec.to_builtins(config)
@@ -143,6 +144,8 @@ def with_overrides(
         raw["executor"]["concurrency"] = concurrency
     if lease_ms is not None:
         raw["executor"]["lease-ms"] = lease_ms
+    if shutdown_grace_s is not None:
+        raw["executor"]["shutdown-grace-s"] = shutdown_grace_s
     try:
         return msgspec.convert(raw, StreamsConfig)
     except msgspec.ValidationError as exc:

@@ -17,7 +17,9 @@ from contracts.jobs import Job
 
 HostStatus = Literal["ok", "changed", "failed", "skipped", "unreachable"]
 ResultStatus = Literal["success", "failed", "timeout", "canceled", "error", "rejected"]
-TERMINAL_FAILURES: frozenset[str] = frozenset({"failed", "timeout", "canceled", "error", "rejected"})
+TERMINAL_FAILURES: frozenset[str] = frozenset(
+    {"failed", "timeout", "canceled", "error", "rejected"}
+)
 
 
 class _EventBase(Struct, kw_only=True, tag_field="type"):
@@ -63,6 +65,8 @@ class HostResult(_EventBase, tag="host_result"):
     duration_ms: int = 0
     msg: str = ""
     ignore_errors: bool = False
+    # True for one item of a loop; the task's overall result follows as item=False.
+    item: bool = False
 
 
 class Output(_EventBase, tag="output"):

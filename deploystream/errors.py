@@ -1,10 +1,10 @@
 """Error hierarchy. Lower-layer errors (redis, nacl, OS) are translated at the edges.
 
-    DeploystreamError
-    ├── InfrastructureError      Redis (or another service) unreachable -> exit 3
-    ├── BadInputError            operator input rejected before anything is sent -> exit 2
-    ├── KeyMaterialError         missing / unreadable / wrong keys
-    └── StreamGapError           a reader saw a hole in ``seq``
+DeploystreamError
+├── InfrastructureError      Redis (or another service) unreachable -> exit 3
+├── BadInputError            operator input rejected before anything is sent -> exit 2
+├── KeyMaterialError         missing / unreadable / wrong keys
+└── StreamGapError           a reader saw a hole in ``seq``
 """
 
 from __future__ import annotations

@@ -128,7 +128,9 @@ class ExecutorKeys:
             raw = base64.b64decode(sealed, validate=True)
             return SealedBox(self.box).decrypt(raw).decode("utf-8")
         except (ValueError, CryptoError) as exc:
-            raise KeyMaterialError("a sealed value cannot be opened with this executor's key") from exc
+            raise KeyMaterialError(
+                "a sealed value cannot be opened with this executor's key"
+            ) from exc
 
     def verify(self, stream: str, payload: bytes, signature: str, kid: str) -> None:
         """Raise :class:`KeyMaterialError` with a precise reason unless the entry is genuine."""

@@ -40,6 +40,6 @@ def redact_url(url: str) -> str:
 
 async def ping(client: aioredis.Redis, url: str) -> None:
     try:
-        await client.ping()
+        await client.ping()  # type: ignore[misc]
     except TRANSIENT as exc:
         raise InfrastructureError(f"cannot reach Redis at {redact_url(url)}: {exc}") from exc

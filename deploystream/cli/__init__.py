@@ -1,0 +1,1 @@
+"""``deployctl``: the operator's command line."""

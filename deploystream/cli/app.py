@@ -1,0 +1,54 @@
+"""Settings every command shares, built once from flags and environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+from redis.asyncio import Redis
+
+from contracts import StreamsConfig
+from deploystream.errors import InfrastructureError
+from deploystream.keys import ExecutorKeys, OrchestratorKeys, ensure_local_keys
+from deploystream.redis_conn import TRANSIENT, connect, redact_url
+
+# Exit codes of the operator contract (DESIGN.md "CLI").
+EXIT_OK = 0
+EXIT_JOB_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INFRA = 3
+
+
+@dataclass(frozen=True)
+class App:
+    config: StreamsConfig
+    keys_dir: Path
+
+    @property
+    def redis_url(self) -> str:
+        return self.config.redis.url
+
+    def _keys_ready(self) -> None:
+        created = ensure_local_keys(self.keys_dir)
+        if created:
+            click.echo(f"deploystream: created keys in {self.keys_dir}", err=True)
+
+    def orchestrator_keys(self) -> OrchestratorKeys:
+        self._keys_ready()
+        return OrchestratorKeys.load(self.keys_dir)
+
+    def executor_keys(self) -> ExecutorKeys:
+        self._keys_ready()
+        return ExecutorKeys.load(self.keys_dir)
+
+    async def redis(self) -> Redis:
+        client = connect(self.redis_url)
+        try:
+            await client.ping()  # type: ignore[misc]
+        except TRANSIENT as exc:
+            await client.aclose()
+            raise InfrastructureError(
+                f"cannot reach Redis at {redact_url(self.redis_url)}: {exc}"
+            ) from exc
+        return client

@@ -1,0 +1,130 @@
+"""``deployctl executor``: run an executor until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import anyio
+import click
+
+from contracts import with_overrides
+from deploystream.cli.app import App
+
+
+@click.command()
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    envvar="DEPLOYSTREAM_CONCURRENCY",
+    show_envvar=True,
+    help="Playbooks run at once (default: streams.toml).",
+)
+@click.option(
+    "--name",
+    envvar="DEPLOYSTREAM_EXECUTOR_NAME",
+    show_envvar=True,
+    help="Consumer name (default: hostname-pid).",
+)
+@click.option(
+    "--project-dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    envvar="DEPLOYSTREAM_PROJECT_DIR",
+    show_envvar=True,
+    help="Ansible project dir: playbook NAME is DIR/NAME.yml (the allow-list).",
+)
+@click.option(
+    "--lease-ms",
+    type=click.IntRange(100),
+    envvar="DEPLOYSTREAM_LEASE_MS",
+    show_envvar=True,
+    help="Lease of a running job (default: streams.toml).",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    envvar="DEPLOYSTREAM_METRICS_PORT",
+    show_envvar=True,
+    help="Serve Prometheus metrics on this port.",
+)
+@click.option(
+    "--apps-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="DEPLOYSTREAM_APPS_ROOT",
+    show_envvar=True,
+    help="Where services are deployed on target hosts.",
+)
+@click.option(
+    "--work-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="DEPLOYSTREAM_WORK_DIR",
+    show_envvar=True,
+    help="Parent of the private per-run directories (removed after each run).",
+)
+@click.option(
+    "--ssh-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar="DEPLOYSTREAM_SSH_KEY",
+    show_envvar=True,
+    help="SSH private key for remote hosts (never in a job).",
+)
+@click.option(
+    "--allow-file-repos/--no-file-repos",
+    default=True,
+    envvar="DEPLOYSTREAM_ALLOW_FILE_REPOS",
+    show_envvar=True,
+)
+@click.option(
+    "--shutdown-grace",
+    type=click.FloatRange(0),
+    envvar="DEPLOYSTREAM_SHUTDOWN_GRACE",
+    show_envvar=True,
+    help="Seconds running playbooks get after SIGTERM.",
+)
+@click.pass_obj
+def executor(
+    app: App,
+    concurrency: int | None,
+    name: str | None,
+    project_dir: Path | None,
+    lease_ms: int | None,
+    metrics_port: int | None,
+    apps_root: Path | None,
+    work_dir: Path | None,
+    ssh_key: Path | None,
+    allow_file_repos: bool,
+    shutdown_grace: float | None,
+) -> int:
+    """Run an executor: consume job streams and run playbooks with ansible-runner."""
+    from executor.service import run_executor
+    from executor.settings import ExecutorSettings
+
+    config = with_overrides(
+        app.config, concurrency=concurrency, lease_ms=lease_ms, shutdown_grace_s=shutdown_grace
+    )
+    settings = ExecutorSettings(
+        metrics_port=metrics_port,
+        ssh_key_path=ssh_key,
+        allow_file_repos=allow_file_repos,
+        work_dir=work_dir,
+    )
+    overrides: dict[str, object] = {}
+    if name:
+        overrides["name"] = name
+    if project_dir:
+        overrides["project_dir"] = project_dir.resolve()
+    if apps_root:
+        overrides["apps_root"] = apps_root.resolve()
+    if overrides:
+        from dataclasses import replace
+
+        settings = replace(settings, **overrides)  # type: ignore[arg-type]
+    keys = app.executor_keys()
+
+    async def main() -> int:
+        redis = await app.redis()
+        return await run_executor(
+            redis, config, settings, keys, signals=(signal.SIGTERM, signal.SIGINT)
+        )
+
+    return anyio.run(main)

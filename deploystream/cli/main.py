@@ -1,0 +1,115 @@
+"""``deployctl`` entrypoint: global options, settings built once, errors -> exit codes.
+
+Exit codes: 0 success; 1 the job failed, timed out or was cancelled; 2 bad input
+(nothing submitted); 3 infrastructure unreachable (e.g. Redis).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from contracts import ConfigError, load_config, with_overrides
+from deploystream import logs
+from deploystream.cli.app import EXIT_BAD_INPUT, EXIT_INFRA, App
+from deploystream.cli.params import REDIS_URL
+from deploystream.errors import BadInputError, InfrastructureError, KeyMaterialError
+from deploystream.keys import default_keys_dir
+from deploystream.redis_conn import TRANSIENT
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
+
+
+@click.group(context_settings=CONTEXT)
+@click.option(
+    "--redis-url",
+    type=REDIS_URL,
+    envvar="REDIS_URL",
+    show_envvar=True,
+    help="Redis to use (default: [redis] url of the config).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="DEPLOYSTREAM_CONFIG",
+    show_envvar=True,
+    help="streams.toml to use instead of the packaged one.",
+)
+@click.option(
+    "--keys-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="DEPLOYSTREAM_KEYS_DIR",
+    show_envvar=True,
+    help="Key directory (created on first use on a single machine).",
+)
+@click.option(
+    "--log-level",
+    default="warning",
+    envvar="DEPLOYSTREAM_LOG_LEVEL",
+    show_envvar=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    redis_url: str | None,
+    config_path: Path | None,
+    keys_dir: Path | None,
+    log_level: str,
+) -> None:
+    """deploystream: Ansible deployments and provisioning over Redis Streams."""
+    logs.configure(log_level)
+    try:
+        config = with_overrides(load_config(config_path), redis_url=redis_url)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--config") from exc
+    ctx.obj = App(config=config, keys_dir=keys_dir or default_keys_dir())
+
+
+def _register() -> None:
+    from deploystream.cli import executor_cmd, jobs, keys_cmd, ops
+
+    cli.add_command(executor_cmd.executor)
+    for command in (jobs.deploy, jobs.provision, jobs.tail, jobs.cancel, jobs.retry):
+        cli.add_command(command)
+    cli.add_command(keys_cmd.keys)
+    cli.add_command(ops.status)
+    cli.add_command(ops.dlq)
+    try:
+        from deploystream.cli import demo
+    except ImportError:  # pragma: no cover - demo needs the executor extra
+        return
+    cli.add_command(demo.demo)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        rv = cli.main(args=argv, prog_name="deployctl", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        return int(exc.exit_code)
+    except click.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except (BadInputError, KeyMaterialError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_BAD_INPUT
+    except InfrastructureError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_INFRA
+    except TRANSIENT as exc:
+        click.echo(f"error: lost the connection to Redis: {exc}", err=True)
+        return EXIT_INFRA
+    return int(rv or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Intake: turn a raw job-stream entry into a trusted job, or a rejection reason.
+
+Order matters: the signature is checked before the payload is decoded, so a
+forged entry is never parsed into a job. Pure except for reading the allow-list.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from contracts import DecodeError, Job, RuleError, check_job, decode_job
+from contracts.codec import MAX_JOB_BYTES
+from deploystream.errors import KeyMaterialError
+from deploystream.keys import ExecutorKeys
+from executor.settings import ExecutorSettings
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class Accepted:
+    job: Job
+    playbook: Path
+
+
+@dataclass(frozen=True)
+class Rejected:
+    reason: str
+    request_id: str | None
+
+
+def readable_request_id(payload: bytes | None) -> str | None:
+    """Best effort: the request id of an entry we are rejecting, if it has a sane one."""
+    if not payload or len(payload) > MAX_JOB_BYTES:
+        return None
+    try:
+        raw = msgspec.json.decode(payload)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    rid = raw.get("request_id") if isinstance(raw, dict) else None
+    return rid if isinstance(rid, str) and _REQUEST_ID.match(rid) else None
+
+
+def examine(
+    stream: str,
+    fields: dict[bytes, bytes],
+    keys: ExecutorKeys,
+    settings: ExecutorSettings,
+) -> Accepted | Rejected:
+    payload = fields.get(b"job")
+    if payload is None:
+        return Rejected("malformed entry: no 'job' field", None)
+    try:
+        keys.verify(
+            stream,
+            payload,
+            fields.get(b"sig", b"").decode("ascii", "replace"),
+            fields.get(b"kid", b"").decode("ascii", "replace"),
+        )
+    except KeyMaterialError as exc:
+        return Rejected(f"signature: {exc}", readable_request_id(payload))
+    try:
+        job = decode_job(payload)
+    except DecodeError as exc:
+        return Rejected(f"invalid job: {exc}", readable_request_id(payload))
+    except RecursionError:
+        return Rejected("invalid job: nesting too deep", None)
+    try:
+        check_job(job, allow_file_repos=settings.allow_file_repos)
+    except RuleError as exc:
+        return Rejected(f"rule: {exc}", job.request_id)
+    playbook = settings.playbook_path(job.playbook)
+    if playbook is None:
+        return Rejected(
+            f"rule: playbook {job.playbook!r} is not in this executor's project dir",
+            job.request_id,
+        )
+    return Accepted(job, playbook)

@@ -1,0 +1,186 @@
+"""Run one playbook with ansible-runner. Blocking: called in a worker thread.
+
+Each run gets a private 0700 directory (inventory, the 0600 secrets file, runner
+artifacts) that is removed afterwards, so nothing secret is left on disk. Secrets
+reach Ansible only through that file and the environment, never argv. Cancel and
+timeout make ansible-runner kill the run's whole process group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ansible_runner
+
+from contracts import DeployJob, HostStats, Job, ProvisionJob
+from contracts.rules import repo_clone_url
+from executor.settings import ExecutorSettings
+from executor.translate import host_stats, stats_artifacts
+
+# How often ansible-runner checks the cancel flag (its default is 5 s).
+_CANCEL_POLL_S = 0.2
+
+
+@dataclass
+class RunOutcome:
+    status: str  # ansible-runner's: successful | failed | timeout | canceled | error
+    rc: int | None
+    stats: dict[str, HostStats] = field(default_factory=dict)
+    artifacts: dict[str, Any] = field(default_factory=dict)
+    failed_task: str | None = None
+    failed_hosts: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class OpenedSecrets:
+    """Plaintext secrets of one job: exists only in the executor's memory and run dir."""
+
+    values: Mapping[str, str]
+    github_token: str | None = None
+
+    def all_values(self) -> list[str]:
+        out = list(self.values.values())
+        if self.github_token:
+            out.append(self.github_token)
+        return out
+
+
+def _inventory(job: Job, settings: ExecutorSettings) -> str:
+    t = job.target
+    if t.is_local:
+        return f"localhost ansible_connection=local ansible_python_interpreter={settings.python}\n"
+    parts = [t.host, f"ansible_host={t.host}", f"ansible_port={t.port}"]
+    if t.user:
+        parts.append(f"ansible_user={t.user}")
+    if settings.ssh_key_path:
+        parts.append(f"ansible_ssh_private_key_file={settings.ssh_key_path}")
+    return " ".join(parts) + "\n"
+
+
+def _extravars(job: Job, settings: ExecutorSettings, secrets_file: Path) -> dict[str, Any]:
+    # Job-supplied vars first: the executor's own keys win (rules also forbid them).
+    ev: dict[str, Any] = dict(job.extra_vars)
+    ev["apps_root"] = str(settings.apps_root)
+    if isinstance(job, DeployJob):
+        ev.update(
+            project_name=job.project_name,
+            project_id=job.project_id,
+            repo_url=repo_clone_url(job.repo),
+            ref=job.ref,
+            service_port=job.service_port,
+            health_path=job.health_path,
+            deploy_host="localhost" if job.target.is_local else job.target.host,
+            modules=list(job.modules),
+            secrets_file=str(secrets_file),
+        )
+    elif isinstance(job, ProvisionJob):
+        ev.update(
+            server_handle=job.server_handle,
+            force_reinstall=job.force_reinstall,
+            is_recovery=job.is_recovery,
+        )
+    return ev
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def run_playbook(
+    job: Job,
+    playbook: Path,
+    settings: ExecutorSettings,
+    secrets: OpenedSecrets,
+    on_event: Callable[[dict[str, Any]], None],
+    cancel: threading.Event,
+) -> RunOutcome:
+    base = settings.work_dir
+    if base is not None:
+        base.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=base))  # mode 0700
+    try:
+        return _run_in(run_dir, job, playbook, settings, secrets, on_event, cancel)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _run_in(
+    run_dir: Path,
+    job: Job,
+    playbook: Path,
+    settings: ExecutorSettings,
+    secrets: OpenedSecrets,
+    on_event: Callable[[dict[str, Any]], None],
+    cancel: threading.Event,
+) -> RunOutcome:
+    inventory = run_dir / "inventory"
+    _write_private(inventory, _inventory(job, settings))
+    secrets_file = run_dir / "secrets.json"
+    dotenv: dict[str, str] = {}
+    if isinstance(job, DeployJob):
+        dotenv.update(job.env)
+    dotenv.update(secrets.values)
+    _write_private(secrets_file, json.dumps(dotenv))
+    tmp = run_dir / "tmp"
+    tmp.mkdir(mode=0o700)
+
+    env = {
+        "PATH": os.pathsep.join([str(Path(settings.python).parent), os.environ.get("PATH", "")]),
+        "ANSIBLE_LOCAL_TEMP": str(tmp),
+        "ANSIBLE_REMOTE_TEMP": str(tmp) if job.target.is_local else "~/.ansible/tmp",
+        "ANSIBLE_RETRY_FILES_ENABLED": "false",
+        "ANSIBLE_HOST_KEY_CHECKING": "false",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_DEPRECATION_WARNINGS": "false",
+    }
+    if secrets.github_token:
+        env["DEPLOYSTREAM_GIT_TOKEN"] = secrets.github_token
+
+    outcome = RunOutcome(status="error", rc=None)
+    failed: dict[str, str] = {}
+
+    def handler(raw: dict[str, Any]) -> bool:
+        name = raw.get("event")
+        data = raw.get("event_data") or {}
+        if name in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
+            failed.setdefault(str(data.get("host", "")), str(data.get("task", "")))
+        elif name == "playbook_on_stats":
+            outcome.stats = host_stats(raw)
+            outcome.artifacts = stats_artifacts(raw)
+        on_event(raw)
+        return False  # never write event files: they can hold rendered values
+
+    runner = ansible_runner.run(
+        private_data_dir=str(run_dir),
+        playbook=str(playbook),
+        inventory=str(inventory),
+        extravars=_extravars(job, settings, secrets_file),
+        envvars=env,
+        limit=",".join(job.limit) if job.limit else None,
+        event_handler=handler,
+        cancel_callback=cancel.is_set,
+        timeout=job.timeout_s,
+        quiet=True,
+        suppress_env_files=True,
+        settings={"pexpect_timeout": _CANCEL_POLL_S, "suppress_ansible_output": True},
+        ident="run",
+    )
+    outcome.status = str(runner.status)
+    outcome.rc = runner.rc
+    outcome.failed_hosts = sorted(failed)
+    if failed:
+        outcome.failed_task = next(iter(failed.values()))
+    if outcome.status == "failed" and not failed:
+        outcome.error = f"ansible-playbook exited with rc={runner.rc}"
+    return outcome

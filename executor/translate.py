@@ -1,0 +1,139 @@
+"""ansible-runner event dict -> contract event. Pure: no I/O, no clock, no seq.
+
+The caller fills ``seq`` (publish order) and passes ``ts``. Event names follow
+ansible-runner / AWX (``runner_on_ok`` …) and are kept in ``ansible_event``.
+Everything textual goes through the job's redactor; ``no_log`` results arrive
+censored from Ansible and stay so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from contracts.events import Event, HostResult, HostStats, Output, PlaybookStarted, TaskStarted
+
+MSG_MAX = 500
+_HOST_EVENTS = {
+    "runner_on_ok": "ok",
+    "runner_on_failed": "failed",
+    "runner_on_skipped": "skipped",
+    "runner_on_unreachable": "unreachable",
+    "runner_item_on_ok": "ok",
+    "runner_item_on_failed": "failed",
+    "runner_item_on_skipped": "skipped",
+}
+_OUTPUT_EVENTS = frozenset(
+    {"verbose", "warning", "error", "deprecated", "debug", "system_warning", "playbook_on_stats",
+     "playbook_on_no_hosts_matched", "playbook_on_no_hosts_remaining"}
+)  # fmt: skip
+_STAT_FIELDS = ("ok", "changed", "failures", "skipped", "dark", "rescued", "ignored")
+
+
+def _short(text: str, limit: int = MSG_MAX) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _message(res: Mapping[str, Any]) -> str:
+    if res.get("censored"):
+        return str(res["censored"])
+    for key in ("msg", "stderr", "reason", "stdout"):
+        value = res.get(key)
+        if value:
+            return str(value)
+    return ""
+
+
+def _item_label(res: Mapping[str, Any]) -> str | None:
+    if "item" not in res:
+        return None
+    label = res.get("_ansible_item_label", res["item"])
+    return _short(str(label), 100)
+
+
+def translate(
+    raw: Mapping[str, Any],
+    *,
+    request_id: str,
+    attempt: int,
+    ts: float,
+    redact: Callable[[str], str],
+    line_max: int = 4096,
+) -> Event | None:
+    """One runner event -> one contract event, or None for events users don't need."""
+    name = str(raw.get("event", ""))
+    data: Mapping[str, Any] = raw.get("event_data") or {}
+    common: dict[str, Any] = {
+        "request_id": request_id, "seq": 0, "ts": ts, "attempt": attempt, "ansible_event": name,
+    }  # fmt: skip
+    if name in _HOST_EVENTS:
+        res: Mapping[str, Any] = data.get("res") or {}
+        status = _HOST_EVENTS[name]
+        if status == "ok" and res.get("changed"):
+            status = "changed"
+        task = redact(str(data.get("task", "")))
+        item = _item_label(res) if name.startswith("runner_item") else None
+        if item is not None:
+            task = f"{task} ({redact(item)})"
+        duration = data.get("duration")
+        return HostResult(
+            **common,
+            host=str(data.get("host", "")),
+            task=task,
+            status=status,  # type: ignore[arg-type]
+            duration_ms=int(float(duration) * 1000) if duration else 0,
+            msg=redact(_short(_message(res))),
+            ignore_errors=bool(data.get("ignore_errors")),
+            item=item is not None,
+        )
+    if name in ("playbook_on_task_start", "playbook_on_handler_task_start"):
+        return TaskStarted(
+            **common,
+            task=redact(str(data.get("task") or data.get("name") or "")),
+            play=redact(str(data.get("play", ""))) or None,
+        )
+    if name == "playbook_on_start":
+        return PlaybookStarted(**common, playbook=str(data.get("playbook", "")))
+    if name == "playbook_on_play_start":
+        return PlaybookStarted(
+            **common,
+            playbook=str(data.get("playbook", "")),
+            play=redact(str(data.get("play") or data.get("name") or "")),
+        )
+    if name in _OUTPUT_EVENTS:
+        stdout = str(raw.get("stdout") or "")
+        lines = [redact(_short(line, line_max)) for line in stdout.splitlines() if line.strip()]
+        return Output(**common, lines=lines) if lines else None
+    return None
+
+
+def host_stats(raw: Mapping[str, Any]) -> dict[str, HostStats]:
+    """Per-host recap from a ``playbook_on_stats`` event."""
+    data: Mapping[str, Any] = raw.get("event_data") or {}
+    hosts: set[str] = set()
+    for field in _STAT_FIELDS:
+        hosts.update((data.get(field) or {}).keys())
+
+    def get(field: str, host: str) -> int:
+        return int((data.get(field) or {}).get(host, 0))
+
+    return {
+        host: HostStats(
+            ok=get("ok", host),
+            changed=get("changed", host),
+            failed=get("failures", host),
+            skipped=get("skipped", host),
+            unreachable=get("dark", host),
+            rescued=get("rescued", host),
+            ignored=get("ignored", host),
+        )
+        for host in sorted(hosts)
+    }
+
+
+def stats_artifacts(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Values a playbook published with ``set_stats`` (e.g. ``deployed_url``)."""
+    data: Mapping[str, Any] = raw.get("event_data") or {}
+    artifacts = data.get("artifact_data") or {}
+    return dict(artifacts) if isinstance(artifacts, Mapping) else {}

@@ -1,0 +1,338 @@
+"""The shipped Ansible project, run for real with ansible-runner against localhost."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import ansible_runner
+import pytest
+
+from deploystream.sample_service import (
+    LOG_FILE_NAME,
+    PID_FILE_NAME,
+    create_sample_repo,
+    pid_alive,
+    stop_service,
+)
+
+PROJECT_DIR = Path(__file__).resolve().parents[1] / "executor" / "ansible_project"
+DEPLOY = PROJECT_DIR / "deploy_service.yml"
+PROVISION = PROJECT_DIR / "provision_server.yml"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Run:
+    def __init__(self, runner: Any, events: list[dict[str, Any]], private_data_dir: Path) -> None:
+        self.runner = runner
+        self.events = events
+        self.private_data_dir = private_data_dir
+
+    @property
+    def stats_event(self) -> dict[str, Any]:
+        return next(e for e in self.events if e.get("event") == "playbook_on_stats")
+
+    @property
+    def artifact_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = self.stats_event["event_data"].get("artifact_data", {})
+        return data
+
+    def failed_tasks(self) -> list[str]:
+        return [
+            e["event_data"]["task"] for e in self.events if e.get("event") == "runner_on_failed"
+        ]
+
+
+@pytest.fixture(autouse=True)
+def _ansible_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ansible-runner looks ansible-playbook up on PATH; the venv may not be activated.
+    bindir = str(Path(sys.executable).parent)
+    monkeypatch.setenv("PATH", bindir + os.pathsep + os.environ.get("PATH", ""))
+
+
+@pytest.fixture
+def run_playbook(tmp_path: Path):  # type: ignore[no-untyped-def]
+    inventory = tmp_path / "inventory"
+    inventory.write_text(
+        f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n"
+    )
+    counter = 0
+
+    def _run(
+        playbook: Path, extravars: dict[str, Any], envvars: dict[str, str] | None = None
+    ) -> Run:
+        nonlocal counter
+        counter += 1
+        pdd = tmp_path / f"pdd{counter}"
+        pdd.mkdir(mode=0o700)
+        events: list[dict[str, Any]] = []
+
+        def handler(event: dict[str, Any]) -> bool:
+            events.append(event)
+            return True
+
+        r = ansible_runner.run(
+            private_data_dir=str(pdd),
+            playbook=str(playbook),
+            inventory=str(inventory),
+            extravars=extravars,
+            envvars=envvars or {},
+            event_handler=handler,
+            quiet=True,
+        )
+        return Run(r, events, pdd)
+
+    return _run
+
+
+@pytest.fixture
+def apps_root(tmp_path: Path) -> Iterator[Path]:
+    root = tmp_path / "apps"
+    yield root
+    if root.is_dir():
+        for app in root.iterdir():
+            if app.is_dir():
+                stop_service(app)
+
+
+def _deploy_vars(
+    *,
+    repo_url: str,
+    port: int,
+    apps_root: Path,
+    secrets_file: Path,
+    name: str = "sample",
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "project_name": name,
+        "repo_url": repo_url,
+        "ref": "main",
+        "service_port": port,
+        "apps_root": str(apps_root),
+        "secrets_file": str(secrets_file),
+        "health_path": "/health",
+        "deploy_host": "localhost",
+        "project_id": None,
+        "modules": ["web"],
+        **extra,
+    }
+
+
+def _secrets(tmp_path: Path, values: dict[str, str]) -> Path:
+    path = tmp_path / "secrets.json"
+    path.write_text(json.dumps(values))
+    path.chmod(0o600)
+    return path
+
+
+def _get_json(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        assert resp.status == 200
+        data: dict[str, Any] = json.loads(resp.read())
+        return data
+
+
+def test_deploy_runs_service_with_secret_env(tmp_path: Path, apps_root: Path, run_playbook) -> None:
+    repo = create_sample_repo(tmp_path / "repo")
+    port = _free_port()
+    greeting = "hello 'quoted' $HOME `x` \\ world"
+    secrets = _secrets(tmp_path, {"GREETING": greeting, "OTHER_SECRET": "x"})
+
+    run = run_playbook(
+        DEPLOY, _deploy_vars(repo_url=repo, port=port, apps_root=apps_root, secrets_file=secrets)
+    )
+
+    assert run.runner.status == "successful", run.failed_tasks()
+    assert run.runner.rc == 0
+    body = _get_json(f"http://127.0.0.1:{port}/")
+    assert body["greeting"] == greeting
+    app_dir = apps_root / "sample"
+    assert (app_dir / ".env").stat().st_mode & 0o777 == 0o600
+    assert int((app_dir / PID_FILE_NAME).read_text()) == body["pid"]
+    assert (app_dir / LOG_FILE_NAME).exists()
+    # set_stats (aggregate: false) -> playbook_on_stats event_data.artifact_data
+    assert run.artifact_data == {
+        "deployed_url": f"http://localhost:{port}",
+        "runtime": "process",
+        "project_path": str(app_dir),
+    }
+    task_names = {
+        e["event_data"].get("task") for e in run.events if e["event"] == "playbook_on_task_start"
+    }
+    assert {
+        "Fetch repository",
+        "Write service environment",
+        "Start service",
+        "Wait for health check",
+    } <= task_names
+
+
+def test_redeploy_replaces_process(tmp_path: Path, apps_root: Path, run_playbook) -> None:
+    repo = create_sample_repo(tmp_path / "repo")
+    port = _free_port()
+    secrets = _secrets(tmp_path, {"GREETING": "one"})
+    extravars = _deploy_vars(repo_url=repo, port=port, apps_root=apps_root, secrets_file=secrets)
+
+    first = run_playbook(DEPLOY, extravars)
+    assert first.runner.status == "successful", first.failed_tasks()
+    old_pid = _get_json(f"http://127.0.0.1:{port}/")["pid"]
+
+    secrets.write_text(json.dumps({"GREETING": "two"}))
+    second = run_playbook(DEPLOY, extravars)
+    assert second.runner.status == "successful", second.failed_tasks()
+    body = _get_json(f"http://127.0.0.1:{port}/")
+    assert body["pid"] != old_pid
+    assert body["greeting"] == "two"
+    assert not pid_alive(old_pid)
+    stop_changed = [
+        e
+        for e in second.events
+        if e["event"] == "runner_on_ok" and e["event_data"]["task"] == "Stop previous process"
+    ]
+    assert stop_changed and stop_changed[0]["event_data"]["res"]["changed"] is True
+
+
+def test_failing_health_check_fails_the_run(tmp_path: Path, apps_root: Path, run_playbook) -> None:
+    repo = create_sample_repo(tmp_path / "repo", health_ok=False)
+    port = _free_port()
+    secrets = _secrets(tmp_path, {"GREETING": "sick"})
+    run = run_playbook(
+        DEPLOY,
+        _deploy_vars(
+            repo_url=repo,
+            port=port,
+            apps_root=apps_root,
+            secrets_file=secrets,
+            health_retries=3,
+            health_delay=0.2,
+        ),
+    )
+    assert run.runner.status == "failed"
+    assert run.runner.rc != 0
+    assert run.failed_tasks() == ["Wait for health check"]
+    assert "deployed_url" not in run.artifact_data
+
+
+def test_missing_procfile_fails_clearly(tmp_path: Path, apps_root: Path, run_playbook) -> None:
+    repo_dir = tmp_path / "repo"
+    repo = create_sample_repo(repo_dir)
+    (repo_dir / "Procfile").write_text("worker: python3 app.py\n")
+    os.system(f"cd {repo_dir} && git commit -qam 'no web' >/dev/null")
+    run = run_playbook(
+        DEPLOY,
+        _deploy_vars(
+            repo_url=repo,
+            port=_free_port(),
+            apps_root=apps_root,
+            secrets_file=_secrets(tmp_path, {}),
+        ),
+    )
+    assert run.runner.status == "failed"
+    assert run.failed_tasks() == ["Check web command"]
+    failed = next(e for e in run.events if e["event"] == "runner_on_failed")
+    assert "Procfile" in failed["event_data"]["res"]["msg"]
+
+
+def test_secrets_never_appear_in_events(tmp_path: Path, apps_root: Path, run_playbook) -> None:
+    repo = create_sample_repo(tmp_path / "repo")
+    port = _free_port()
+    secret = f"s3cr3t-{uuid.uuid4().hex}"
+    token = f"ghs_{uuid.uuid4().hex}"
+    secrets = _secrets(tmp_path, {"GREETING": secret, "API_KEY": secret + "-api"})
+
+    run = run_playbook(
+        DEPLOY,
+        _deploy_vars(repo_url=repo, port=port, apps_root=apps_root, secrets_file=secrets),
+        envvars={"DEPLOYSTREAM_GIT_TOKEN": token},
+    )
+    assert run.runner.status == "successful", run.failed_tasks()
+    assert _get_json(f"http://127.0.0.1:{port}/")["greeting"] == secret
+
+    dumped = json.dumps(run.events)
+    assert secret not in dumped
+    assert token not in dumped
+    stdout = run.runner.stdout.read()
+    assert secret not in stdout and token not in stdout
+    # nothing the events/stdout artifacts hold on disk either (ansible-runner does write
+    # envvars to env/envvars and artifacts/<ident>/command: the executor must delete the
+    # private data dir)
+    artifacts = run.private_data_dir / "artifacts"
+    for f in artifacts.rglob("*"):
+        if f.is_file() and f.name != "command":
+            text = f.read_text(errors="replace")
+            assert secret not in text and token not in text, f
+    # the service never inherits the git token
+    pid = int((apps_root / "sample" / PID_FILE_NAME).read_text())
+    environ = Path(f"/proc/{pid}/environ").read_bytes()
+    assert token.encode() not in environ
+    assert b"PORT=" + str(port).encode() in environ
+
+
+def test_provision_is_idempotent(tmp_path: Path, run_playbook) -> None:
+    apps = tmp_path / "srv" / "apps"
+    extravars = {
+        "server_handle": "srv-1",
+        "apps_root": str(apps),
+        "force_reinstall": False,
+        "is_recovery": False,
+        "provision_version": "1",
+    }
+    first = run_playbook(PROVISION, extravars)
+    assert first.runner.status == "successful", first.failed_tasks()
+    assert first.stats_event["event_data"]["changed"]  # dir + marker created
+    marker = (apps / ".deploystream-provisioned").read_text()
+    assert "version=1" in marker and "handle=srv-1" in marker
+    assert first.artifact_data["provisioned"] is True
+    assert first.artifact_data["installed_packages"] == []
+
+    second = run_playbook(PROVISION, extravars)
+    assert second.runner.status == "successful", second.failed_tasks()
+    stats = second.runner.stats
+    assert stats["ok"]
+    assert all(v == 0 for v in stats["changed"].values()), stats["changed"]
+    assert stats["failures"] == {}
+    # no package manager call and no user creation on a host that has everything
+    ran = {
+        e["event_data"]["task"]
+        for e in second.events
+        if e["event"] in ("runner_on_ok", "runner_on_failed")
+    }
+    assert "Install required packages" not in ran
+    assert "Create deploy user" not in ran
+
+
+def test_compose_file_selects_compose_runtime(
+    tmp_path: Path, apps_root: Path, run_playbook
+) -> None:
+    # No Docker engine here: the compose branch is chosen and its step fails visibly.
+    repo_dir = tmp_path / "repo"
+    repo = create_sample_repo(repo_dir)
+    (repo_dir / "compose.yaml").write_text("services:\n  web:\n    build: .\n")
+    os.system(f"cd {repo_dir} && git add compose.yaml && git commit -qm compose >/dev/null")
+    run = run_playbook(
+        DEPLOY,
+        _deploy_vars(
+            repo_url=repo,
+            port=_free_port(),
+            apps_root=apps_root,
+            secrets_file=_secrets(tmp_path, {}),
+            health_retries=1,
+            health_delay=0.1,
+        ),
+    )
+    assert run.runner.status == "failed"
+    assert run.failed_tasks() == ["Start compose services"]
+    assert not (apps_root / "sample" / PID_FILE_NAME).exists()

@@ -29,7 +29,7 @@ def retrying() -> AsyncRetrying:
     """Retry Redis operations through restarts and dropped connections, forever."""
     return AsyncRetrying(
         retry=retry_if_exception_type(TRANSIENT),
-        wait=wait_exponential_jitter(initial=0.05, max=2.0),
+        wait=wait_exponential_jitter(multiplier=0.05, max=2.0),
         reraise=True,
     )
 

@@ -53,7 +53,7 @@ return ARGV[1]
 def _retrying() -> AsyncRetrying:
     return AsyncRetrying(
         retry=retry_if_exception_type(TRANSIENT),
-        wait=wait_exponential_jitter(initial=0.05, max=2.0),
+        wait=wait_exponential_jitter(multiplier=0.05, max=2.0),
         reraise=True,
     )
 

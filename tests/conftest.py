@@ -69,3 +69,19 @@ def keys_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def config(redis_url: str) -> StreamsConfig:
     return with_overrides(load_config(), redis_url=redis_url)
+
+
+@pytest.fixture
+def executors(redis_url: str, keys_dir: Path, tmp_path: Path) -> Iterator["Executors"]:
+    from tests.harness import Executors
+
+    group = Executors(redis_url=redis_url, keys_dir=keys_dir, base=tmp_path)
+    yield group
+    group.stop_all()
+
+
+@pytest.fixture
+def rclient(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()

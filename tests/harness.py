@@ -1,0 +1,127 @@
+"""Test harness: real executor processes, a CLI runner, stream readers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from contracts import Event, StreamsConfig, decode_event
+
+DEPLOYCTL = str(Path(sys.executable).parent / "deployctl")
+
+
+def cli_env(redis_url: str, keys_dir: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(REDIS_URL=redis_url, DEPLOYSTREAM_KEYS_DIR=str(keys_dir), **extra)
+    env.pop("DEPLOYSTREAM_CONFIG", None)
+    return env
+
+
+def deployctl(
+    *args: str, redis_url: str, keys_dir: Path, timeout: float = 180, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [DEPLOYCTL, *args],
+        env=cli_env(redis_url, keys_dir, **extra),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@dataclass
+class ExecutorProc:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def kill9(self) -> None:
+        """kill -9 the executor and its whole process group (its playbook runs)."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@dataclass
+class Executors:
+    redis_url: str
+    keys_dir: Path
+    base: Path
+    project_dir: Path | None = None
+    procs: list[ExecutorProc] = field(default_factory=list)
+
+    @property
+    def apps_root(self) -> Path:
+        return self.base / "apps"
+
+    def start(self, name: str, *extra_args: str, **env: str) -> ExecutorProc:
+        log = self.base / f"{name}.log"
+        args = [DEPLOYCTL, "--log-level", "info", "executor", "--name", name,
+                "--apps-root", str(self.apps_root), "--work-dir", str(self.base / "work"),
+                *extra_args]
+        if self.project_dir is not None:
+            args += ["--project-dir", str(self.project_dir)]
+        with log.open("ab") as fh:
+            proc = subprocess.Popen(
+                args,
+                env=cli_env(self.redis_url, self.keys_dir, **env),
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        ep = ExecutorProc(name, proc, log)
+        self.procs.append(ep)
+        self._wait_ready(ep)
+        return ep
+
+    def _wait_ready(self, ep: ExecutorProc, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "executor.started" in ep.output():
+                return
+            if ep.proc.poll() is not None:
+                raise RuntimeError(f"executor {ep.name} exited:\n{ep.output()}")
+            time.sleep(0.05)
+        raise RuntimeError(f"executor {ep.name} did not start:\n{ep.output()}")
+
+    def stop_all(self) -> None:
+        for ep in self.procs:
+            if ep.proc.poll() is None:
+                ep.kill9()
+
+
+def read_events(client: redis.Redis, config: StreamsConfig, request_id: str) -> list[Event]:
+    entries = client.xrange(config.events_key(request_id))
+    return [decode_event(fields[b"data"]) for _, fields in entries]
+
+
+def wait_for_result(
+    client: redis.Redis, config: StreamsConfig, request_id: str, timeout: float = 120
+) -> list[Event]:
+    key = config.events_key(request_id)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        last = client.xrevrange(key, count=1)
+        if last and last[0][1].get(b"type") == b"result":
+            return read_events(client, config, request_id)
+        time.sleep(0.1)
+    raise TimeoutError(f"no result for {request_id} within {timeout} s")

@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -21,6 +22,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from contracts import Accepted, DeployJob, Event, HostResult, Job, Result, Submitted, TaskStarted
+from orchestrator.settings import OrchestratorSettings
 
 
 def script(job: DeployJob, status: str = "success", *, error: str | None = None) -> list[Event]:
@@ -41,6 +43,21 @@ def script(job: DeployJob, status: str = "success", *, error: str | None = None)
             failed_task="Start service" if status != "success" else None,
         ),
     ]
+
+
+def make_settings(tmp_path: Path, **changes: Any) -> OrchestratorSettings:
+    base: dict[str, Any] = {
+        "checkpoint_db": tmp_path / "state" / "checkpoints.sqlite",
+        "queue_allowance_s": 5.0,
+        "checkpoint_every_s": 0.5,
+        "final_read_s": 0.1,
+        "http_attempts": 3,
+        "http_timeout_s": 5.0,
+        "retry_wait_initial_s": 0.01,
+        "retry_wait_max_s": 0.05,
+        "github_write_interval_s": 0,
+    }
+    return OrchestratorSettings(**(base | changes))
 
 
 @dataclass

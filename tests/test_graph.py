@@ -17,9 +17,8 @@ from orchestrator.checkpoint import open_checkpointer
 from orchestrator.errors import CheckpointConfigError
 from orchestrator.graph import build_deploy_graph
 from orchestrator.run import UnknownThreadError, resume_deploy_graph, run_deploy_graph
-from orchestrator.settings import OrchestratorSettings
 from orchestrator.state import DeployContext, DeployState, exit_code
-from tests.graph_support import ScriptedGateway
+from tests.graph_support import ScriptedGateway, make_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -39,21 +38,6 @@ def anyio_backend() -> str:
 @pytest.fixture
 def keys(keys_dir: Path) -> OrchestratorKeys:
     return OrchestratorKeys.load(keys_dir)
-
-
-def make_settings(tmp_path: Path, **changes: Any) -> OrchestratorSettings:
-    base: dict[str, Any] = {
-        "checkpoint_db": tmp_path / "state" / "checkpoints.sqlite",
-        "queue_allowance_s": 5.0,
-        "checkpoint_every_s": 0.5,
-        "final_read_s": 0.1,
-        "http_attempts": 3,
-        "http_timeout_s": 5.0,
-        "retry_wait_initial_s": 0.01,
-        "retry_wait_max_s": 0.05,
-        "github_write_interval_s": 0,
-    }
-    return OrchestratorSettings(**(base | changes))
 
 
 async def test_events_reach_the_custom_stream_live(tmp_path: Path, keys: OrchestratorKeys) -> None:

@@ -89,6 +89,17 @@ class Progress:
 
     def totals(self) -> Counter[str]:
         total: Counter[str] = Counter()
+        if self.result is not None and self.result.stats:
+            # The play recap is authoritative once the run is over.
+            for s in self.result.stats.values():
+                total.update(
+                    ok=s.ok,
+                    changed=s.changed,
+                    failed=s.failed,
+                    unreachable=s.unreachable,
+                    skipped=s.skipped,
+                )
+            return total
         for counts in self.hosts.values():
             total.update(counts)
         return total

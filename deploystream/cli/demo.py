@@ -1,0 +1,224 @@
+"""``deployctl demo``: a real deployment end to end on a private, embedded Redis.
+
+Starts its own redis-server (never the user's unless ``--redis-url`` is given),
+N executor processes, creates a sample service repo, then deploys it while a
+second deploy and a provisioning job run beside it, so the consumer group visibly
+shares the work. Ends with a summary and stops everything it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+import click
+from rich.console import Console
+from rich.table import Table
+
+from contracts import Result, with_overrides
+from deploystream.cli.app import EXIT_JOB_FAILED, EXIT_OK, App
+from deploystream.cli.follow import Follower
+from deploystream.cli.params import REDIS_URL
+from deploystream.embedded_redis import EmbeddedRedis, free_port
+from deploystream.keys import OrchestratorKeys, init_keys
+from deploystream.redis_conn import connect
+from deploystream.sample_service import create_sample_repo, stop_service
+from orchestrator.client import StreamClient
+from orchestrator.job_builder import build_deploy_job, build_provision_job
+
+DEPLOYCTL = str(Path(sys.executable).parent / "deployctl")
+
+
+def _start_executor(name: str, url: str, base: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, REDIS_URL=url, DEPLOYSTREAM_KEYS_DIR=str(base / "keys"))
+    log = (base / f"{name}.log").open("ab")
+    return subprocess.Popen(
+        [
+            DEPLOYCTL,
+            "--log-level",
+            "info",
+            "executor",
+            "--name",
+            name,
+            "--apps-root",
+            str(base / "apps"),
+            "--work-dir",
+            str(base / "work"),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _wait_started(procs: dict[str, subprocess.Popen[bytes]], base: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for name, proc in procs.items():
+        log = base / f"{name}.log"
+        while "executor.started" not in log.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise click.ClickException(
+                    f"executor {name} did not start:\n{log.read_text(errors='replace')[-2000:]}"
+                )
+            time.sleep(0.05)
+
+
+def _stop(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    for proc in procs.values():
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs.values():
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+def summary_table(results: dict[str, Result], labels: dict[str, str]) -> Table:
+    table = Table(title="deploystream demo")
+    for col in (
+        "request",
+        "job",
+        "executor",
+        "status",
+        "duration",
+        "ok",
+        "changed",
+        "failed",
+        "URL",
+    ):
+        table.add_column(col)
+    for rid, r in results.items():
+        ok = sum(s.ok for s in r.stats.values())
+        changed = sum(s.changed for s in r.stats.values())
+        failed = sum(s.failed + s.unreachable for s in r.stats.values())
+        table.add_row(
+            rid[:8],
+            labels.get(rid, ""),
+            r.executor or "-",
+            r.status,
+            f"{r.duration_ms / 1000:.1f}s",
+            str(ok),
+            str(changed),
+            str(failed),
+            r.deployed_url or "",
+        )
+    return table
+
+
+@click.command()
+@click.option(
+    "--executors",
+    "n_executors",
+    type=click.IntRange(1, 16),
+    default=2,
+    help="Executor processes to start.",
+)
+@click.option("--keep", is_flag=True, help="Leave Redis, executors and services running.")
+@click.option(
+    "--redis-url",
+    "demo_redis_url",
+    type=REDIS_URL,
+    default=None,
+    help="Use this Redis instead of an embedded one (no env fallback, on purpose).",
+)
+@click.pass_obj
+def demo(app: App, n_executors: int, keep: bool, demo_redis_url: str | None) -> int:
+    """Run a real deployment end to end on an embedded Redis."""
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    base = Path(tempfile.mkdtemp(prefix="deploystream-demo-"))
+    server: EmbeddedRedis | None = None
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    services: list[Path] = []
+    try:
+        if demo_redis_url:
+            url = demo_redis_url
+        else:
+            server = EmbeddedRedis(directory=base / "redis")
+            (base / "redis").mkdir()
+            server.start()
+            url = server.url
+            console.print(f"[bold]embedded Redis[/] {server.executable} on {url}")
+        init_keys(base / "keys")
+        for i in range(n_executors):
+            procs[f"executor-{i + 1}"] = _start_executor(f"executor-{i + 1}", url, base)
+        _wait_started(procs, base, timeout=60)
+        console.print(
+            f"[bold]{n_executors} executors[/] in consumer group "
+            f"{app.config.groups.executors!r}: {', '.join(procs)}"
+        )
+        repo = create_sample_repo(base / "sample-repo")
+        console.print(f"[bold]sample service repo[/] {repo}\n")
+        config = with_overrides(app.config, redis_url=url)
+        keys = OrchestratorKeys.load(base / "keys")
+        ports = (free_port(), free_port())
+        jobs = [
+            build_deploy_job(
+                keys,
+                project_name="demo-web",
+                repo=repo,
+                service_port=ports[0],
+                secrets={"GREETING": "hello from deploystream"},
+            ),
+            build_deploy_job(
+                keys,
+                project_name="demo-api",
+                repo=repo,
+                service_port=ports[1],
+                secrets={"GREETING": "hello from the second service"},
+            ),
+            build_provision_job(keys, server_handle="demo-server"),
+        ]
+        services = [base / "apps" / "demo-web", base / "apps" / "demo-api"]
+        labels = {
+            jobs[0].request_id: "deploy demo-web",
+            jobs[1].request_id: "deploy demo-api",
+            jobs[2].request_id: "provision",
+        }
+
+        async def run_all() -> dict[str, Result]:
+            redis = connect(url)
+            try:
+                client = StreamClient(redis, config, keys, name="demo")
+                for job in jobs:
+                    await client.submit(job)
+                follower = Follower(client, json=False, labels=labels)
+                return await follower.follow([j.request_id for j in jobs])
+            finally:
+                await redis.aclose()
+
+        results = anyio.run(run_all)
+        console.print()
+        console.print(summary_table(results, labels))
+        for r in results.values():
+            if r.deployed_url:
+                console.print(f"  service up at [link={r.deployed_url}]{r.deployed_url}[/link]")
+        ok = all(r.ok for r in results.values())
+        if keep:
+            console.print(
+                f"\n--keep: Redis {url}, executors and services left running; files in {base}"
+            )
+        return EXIT_OK if ok else EXIT_JOB_FAILED
+    finally:
+        if not keep:
+            _stop(procs)
+            for svc in services:
+                stop_service(svc)
+            if server is not None:
+                server.close()
+            shutil.rmtree(base, ignore_errors=True)

@@ -14,6 +14,7 @@ import redis
 from contracts import StreamsConfig, load_config, with_overrides
 from deploystream.embedded_redis import EmbeddedRedis
 from deploystream.keys import init_keys
+from tests.harness import Executors
 
 
 def _docker_answers() -> bool:
@@ -72,7 +73,7 @@ def config(redis_url: str) -> StreamsConfig:
 
 
 @pytest.fixture
-def executors(redis_url: str, keys_dir: Path, tmp_path: Path) -> Iterator["Executors"]:
+def executors(redis_url: str, keys_dir: Path, tmp_path: Path) -> Iterator[Executors]:
     from tests.harness import Executors
 
     group = Executors(redis_url=redis_url, keys_dir=keys_dir, base=tmp_path)

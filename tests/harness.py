@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -45,10 +46,8 @@ class ExecutorProc:
 
     def kill9(self) -> None:
         """kill -9 the executor and its whole process group (its playbook runs)."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait(10)
 
     def terminate(self, timeout: float = 60) -> int:
@@ -74,9 +73,19 @@ class Executors:
 
     def start(self, name: str, *extra_args: str, **env: str) -> ExecutorProc:
         log = self.base / f"{name}.log"
-        args = [DEPLOYCTL, "--log-level", "info", "executor", "--name", name,
-                "--apps-root", str(self.apps_root), "--work-dir", str(self.base / "work"),
-                *extra_args]
+        args = [
+            DEPLOYCTL,
+            "--log-level",
+            "info",
+            "executor",
+            "--name",
+            name,
+            "--apps-root",
+            str(self.apps_root),
+            "--work-dir",
+            str(self.base / "work"),
+            *extra_args,
+        ]
         if self.project_dir is not None:
             args += ["--project-dir", str(self.project_dir)]
         with log.open("ab") as fh:

@@ -30,15 +30,25 @@ from contracts.config import parse_config
 
 
 def _deploy(**kw: object) -> DeployJob:
-    base: dict[str, object] = dict(request_id="r1", submitted_at=1.0, playbook="deploy_service",
-                                   project_name="svc", repo="https://example.org/a/b.git")
+    base: dict[str, object] = dict(
+        request_id="r1",
+        submitted_at=1.0,
+        playbook="deploy_service",
+        project_name="svc",
+        repo="https://example.org/a/b.git",
+    )
     base.update(kw)
     return msgspec.convert(base, DeployJob)
 
 
 def test_job_round_trip_keeps_every_field() -> None:
-    job = _deploy(secrets={"DB": "c2VhbGVk"}, env={"A": "1"}, target={"host": "10.0.0.5"},
-                  modules=["api"], limit=["10.0.0.5"])
+    job = _deploy(
+        secrets={"DB": "c2VhbGVk"},
+        env={"A": "1"},
+        target={"host": "10.0.0.5"},
+        modules=["api"],
+        limit=["10.0.0.5"],
+    )
     again = decode_job(encode(job))
     assert again == job
     assert isinstance(again, DeployJob)
@@ -46,8 +56,9 @@ def test_job_round_trip_keeps_every_field() -> None:
 
 
 def test_union_dispatches_on_kind() -> None:
-    job = ProvisionJob(request_id="p1", submitted_at=1.0, playbook="provision_server",
-                       server_handle="srv-1")
+    job = ProvisionJob(
+        request_id="p1", submitted_at=1.0, playbook="provision_server", server_handle="srv-1"
+    )
     assert isinstance(decode_job(encode(job)), ProvisionJob)
     assert b'"kind":"provision"' in encode(job)
 
@@ -58,8 +69,14 @@ def test_event_round_trip_all_kinds() -> None:
         Submitted(request_id="r1", seq=0, ts=1.0, job=job, stream="ansible.deploy"),
         Accepted(request_id="r1", seq=1, ts=1.0, executor="e1"),
         HostResult(request_id="r1", seq=2, ts=1.0, host="h", task="t", status="changed"),
-        Result(request_id="r1", seq=3, ts=1.0, status="success", event_count=3,
-               stats={"h": HostStats(ok=1, changed=1)}),
+        Result(
+            request_id="r1",
+            seq=3,
+            ts=1.0,
+            status="success",
+            event_count=3,
+            stats={"h": HostStats(ok=1, changed=1)},
+        ),
     ]
     for ev in events:
         assert decode_event(encode(ev)) == ev
@@ -67,8 +84,10 @@ def test_event_round_trip_all_kinds() -> None:
 
 def test_old_payloads_still_decode() -> None:
     """A v0.1 job (before limit/health_path/env existed) and a v0.1 result decode."""
-    old_job = (b'{"kind":"deploy","request_id":"old1","submitted_at":1.5,'
-               b'"playbook":"deploy_service","project_name":"svc","repo":"owner/name"}')
+    old_job = (
+        b'{"kind":"deploy","request_id":"old1","submitted_at":1.5,'
+        b'"playbook":"deploy_service","project_name":"svc","repo":"owner/name"}'
+    )
     job = decode_job(old_job)
     assert isinstance(job, DeployJob)
     assert job.limit == [] and job.health_path == "/health" and job.env == {}
@@ -83,10 +102,16 @@ def test_old_payloads_still_decode() -> None:
         (b"not json", "malformed"),
         (b'{"kind":"nuke","request_id":"x"}', "nuke"),
         (b'{"kind":"deploy","request_id":"x"}', "missing required field"),
-        (b'{"kind":"deploy","request_id":"x","submitted_at":"yesterday","playbook":"p",'
-         b'"project_name":"a","repo":"b/c"}', "Expected `float`"),
-        (b'{"kind":"deploy","request_id":"x","submitted_at":1,"playbook":"../etc/passwd",'
-         b'"project_name":"a","repo":"b/c"}', "playbook"),
+        (
+            b'{"kind":"deploy","request_id":"x","submitted_at":"yesterday","playbook":"p",'
+            b'"project_name":"a","repo":"b/c"}',
+            "Expected `float`",
+        ),
+        (
+            b'{"kind":"deploy","request_id":"x","submitted_at":1,"playbook":"../etc/passwd",'
+            b'"project_name":"a","repo":"b/c"}',
+            "playbook",
+        ),
     ],
 )
 def test_bad_jobs_fail_with_a_reason(payload: bytes, fragment: str) -> None:

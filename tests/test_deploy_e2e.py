@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 import redis
 
-from contracts import HostResult, Result, StreamsConfig, TaskStarted, decode_event
+from contracts import StreamsConfig, TaskStarted
 from deploystream.embedded_redis import free_port
 from deploystream.sample_service import create_sample_repo, stop_service
 from tests.harness import DEPLOYCTL, Executors, cli_env, deployctl, read_events
@@ -32,22 +30,40 @@ def deployed(executors: Executors):
 
 
 def _get(url: str) -> tuple[int, str]:
-    with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback only
+    with urllib.request.urlopen(url, timeout=5) as resp:
         return resp.status, resp.read().decode()
 
 
 def test_deploy_sample_service_live_through_two_executors(
-    executors: Executors, sample_repo: str, deployed: list[str], redis_url: str,
-    keys_dir: Path, config: StreamsConfig, rclient: redis.Redis,
+    executors: Executors,
+    sample_repo: str,
+    deployed: list[str],
+    redis_url: str,
+    keys_dir: Path,
+    config: StreamsConfig,
+    rclient: redis.Redis,
 ) -> None:
     executors.start("ex-a")
     executors.start("ex-b")
     port = free_port()
     deployed.append("sample")
     proc = subprocess.Popen(
-        [DEPLOYCTL, "deploy", "--project", "sample", "--repo", sample_repo,
-         "--service-port", str(port), "--secret", "GREETING=hello-from-env", "--json"],
-        env=cli_env(redis_url, keys_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            DEPLOYCTL,
+            "deploy",
+            "--project",
+            "sample",
+            "--repo",
+            sample_repo,
+            "--service-port",
+            str(port),
+            "--secret",
+            "GREETING=hello-from-env",
+            "--json",
+        ],
+        env=cli_env(redis_url, keys_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     assert proc.stdout is not None
@@ -76,7 +92,7 @@ def test_deploy_sample_service_live_through_two_executors(
     # Gap-free and complete as stored.
     events = read_events(rclient, config, result["request_id"])
     numbered = [e.seq for e in events if e.seq > 0]
-    assert numbered == list(range(1, len(numbered) + 1)) == list(range(1, result["event_count"] + 1))
+    assert numbered == list(range(1, result["event_count"] + 1))
     tasks = [e.task for e in events if isinstance(e, TaskStarted)]
     assert "Fetch repository" in tasks and "Wait for health check" in tasks
     # The run directories are gone: nothing (secrets, runner artifacts) left behind.
@@ -90,9 +106,20 @@ def test_failed_health_check_is_failed_not_success(
     executors.start("ex-a")
     repo = create_sample_repo(tmp_path / "sick-repo", health_ok=False)
     deployed.append("sick")
-    out = deployctl("deploy", "--project", "sick", "--repo", repo, "--service-port",
-                    str(free_port()), "--json", "--extra-var", "health_retries=3",
-                    redis_url=redis_url, keys_dir=keys_dir)
+    out = deployctl(
+        "deploy",
+        "--project",
+        "sick",
+        "--repo",
+        repo,
+        "--service-port",
+        str(free_port()),
+        "--json",
+        "--extra-var",
+        "health_retries=3",
+        redis_url=redis_url,
+        keys_dir=keys_dir,
+    )
     assert out.returncode == 1, out.stderr
     result = json.loads(out.stdout.splitlines()[-1])
     assert result["status"] == "failed"
@@ -106,8 +133,9 @@ def test_provision_twice_second_run_changes_nothing(
     executors.start("ex-a")
     runs = []
     for _ in range(2):
-        out = deployctl("provision", "--server", "srv-1", "--json", redis_url=redis_url,
-                        keys_dir=keys_dir)
+        out = deployctl(
+            "provision", "--server", "srv-1", "--json", redis_url=redis_url, keys_dir=keys_dir
+        )
         assert out.returncode == 0, out.stdout + out.stderr
         runs.append(json.loads(out.stdout.splitlines()[-1]))
     assert all(r["status"] == "success" for r in runs)

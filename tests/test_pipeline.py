@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import msgspec
-import pytest
 import redis
 
 from contracts import Accepted, HostResult, Result, StreamsConfig, Submitted, TaskStarted, encode
@@ -18,13 +17,14 @@ from tests.harness import Executors, deployctl, read_events, wait_for_result
 ANSIBLE_DIR = Path(__file__).parent / "ansible"
 
 
-def _submit(client: redis.Redis, config: StreamsConfig, keys_dir: Path, playbook: str,
-            **kw: object) -> str:
+def _submit(
+    client: redis.Redis, config: StreamsConfig, keys_dir: Path, playbook: str, **kw: object
+) -> str:
     """Submit through the real client (sync wrapper for tests)."""
     import anyio
 
-    from orchestrator.client import StreamClient
     from deploystream.redis_conn import connect
+    from orchestrator.client import StreamClient
 
     keys = OrchestratorKeys.load(keys_dir)
     job = build_provision_job(keys, server_handle="srv", playbook=playbook, **kw)  # type: ignore[arg-type]
@@ -52,8 +52,9 @@ def assert_complete(events: list, request_id: str) -> Result:
     return result
 
 
-def test_ten_jobs_three_executors(executors: Executors, rclient: redis.Redis,
-                                  config: StreamsConfig, keys_dir: Path) -> None:
+def test_ten_jobs_three_executors(
+    executors: Executors, rclient: redis.Redis, config: StreamsConfig, keys_dir: Path
+) -> None:
     executors.project_dir = ANSIBLE_DIR
     for i in range(3):
         executors.start(f"ex{i}", "--concurrency", "2")
@@ -70,9 +71,13 @@ def test_ten_jobs_three_executors(executors: Executors, rclient: redis.Redis,
         assert rclient.xpending(stream, config.groups.executors)["pending"] == 0
 
 
-def test_late_reader_replays_everything_via_cli(executors: Executors, rclient: redis.Redis,
-                                                config: StreamsConfig, keys_dir: Path,
-                                                redis_url: str) -> None:
+def test_late_reader_replays_everything_via_cli(
+    executors: Executors,
+    rclient: redis.Redis,
+    config: StreamsConfig,
+    keys_dir: Path,
+    redis_url: str,
+) -> None:
     executors.project_dir = ANSIBLE_DIR
     executors.start("ex0")
     rid = _submit(rclient, config, keys_dir, "quick")
@@ -83,18 +88,28 @@ def test_late_reader_replays_everything_via_cli(executors: Executors, rclient: r
     assert lines[0]["type"] == "submitted"
     assert lines[-1]["type"] == "result" and lines[-1]["status"] == "success"
     assert [(x["type"], x["seq"]) for x in lines] == [
-        (msgspec.inspect.type_info(type(e)).tag, e.seq) for e in stored  # type: ignore[attr-defined]
+        (msgspec.inspect.type_info(type(e)).tag, e.seq)
+        for e in stored  # type: ignore[attr-defined]
     ]
     text = deployctl("tail", rid, redis_url=redis_url, keys_dir=keys_dir)
     assert "TASK Say hello" in text.stdout and "SUCCESS" in text.stdout
 
 
-def test_failing_task_names_task_and_host_and_exits_1(executors: Executors, redis_url: str,
-                                                      keys_dir: Path) -> None:
+def test_failing_task_names_task_and_host_and_exits_1(
+    executors: Executors, redis_url: str, keys_dir: Path
+) -> None:
     executors.project_dir = ANSIBLE_DIR
     executors.start("ex0")
-    out = deployctl("provision", "--server", "s1", "--playbook", "fail_task", "--json",
-                    redis_url=redis_url, keys_dir=keys_dir)
+    out = deployctl(
+        "provision",
+        "--server",
+        "s1",
+        "--playbook",
+        "fail_task",
+        "--json",
+        redis_url=redis_url,
+        keys_dir=keys_dir,
+    )
     assert out.returncode == 1, out.stderr
     result = json.loads(out.stdout.splitlines()[-1])
     assert result["type"] == "result" and result["status"] == "failed"
@@ -108,23 +123,37 @@ def _garbage_entries(config: StreamsConfig, keys_dir: Path) -> list[tuple[dict[s
     stream = config.streams.deploy
 
     def signed(payload: bytes) -> dict[str, bytes]:
-        return {"job": payload, "sig": keys.sign(stream, payload).encode(),
-                "kid": keys.kid.encode()}
+        return {
+            "job": payload,
+            "sig": keys.sign(stream, payload).encode(),
+            "kid": keys.kid.encode(),
+        }
 
     good = build_provision_job(keys, server_handle="srv", playbook="quick", request_id="tamper1")
     good_payload = encode(good)
     tampered = signed(good_payload)
     tampered["job"] = good_payload.replace(b'"srv"', b'"SRV"')
-    unsigned = {"job": encode(build_provision_job(keys, server_handle="s", playbook="quick",
-                                                  request_id="unsigned1"))}
-    moved = {"job": good_payload, "sig": keys.sign("ansible.provision", good_payload).encode(),
-             "kid": keys.kid.encode()}
+    unsigned = {
+        "job": encode(
+            build_provision_job(keys, server_handle="s", playbook="quick", request_id="unsigned1")
+        )
+    }
+    moved = {
+        "job": good_payload,
+        "sig": keys.sign("ansible.provision", good_payload).encode(),
+        "kid": keys.kid.encode(),
+    }
     return [
         (signed(b"\xff\xfenot json at all"), "invalid job"),
         (signed(b'{"kind":"teleport","request_id":"unknownkind1"}'), "invalid job"),
         (signed(b'{"kind":"deploy","request_id":"missing1","submitted_at":1}'), "missing"),
-        (signed(b'{"kind":"provision","request_id":"types1","submitted_at":"soon",'
-                b'"playbook":"quick","server_handle":"x"}'), "Expected"),
+        (
+            signed(
+                b'{"kind":"provision","request_id":"types1","submitted_at":"soon",'
+                b'"playbook":"quick","server_handle":"x"}'
+            ),
+            "Expected",
+        ),
         ({"nothing": b"here"}, "no 'job' field"),
         (tampered, "bad signature"),
         (unsigned, "unsigned"),
@@ -168,8 +197,13 @@ def ex_alive(executors: Executors) -> bool:
     return all(ep.proc.poll() is None for ep in executors.procs)
 
 
-def test_unknown_key_is_rejected(executors: Executors, rclient: redis.Redis,
-                                 config: StreamsConfig, keys_dir: Path, tmp_path: Path) -> None:
+def test_unknown_key_is_rejected(
+    executors: Executors,
+    rclient: redis.Redis,
+    config: StreamsConfig,
+    keys_dir: Path,
+    tmp_path: Path,
+) -> None:
     executors.project_dir = ANSIBLE_DIR
     executors.start("ex0")
     other = tmp_path / "other-keys"
@@ -180,16 +214,23 @@ def test_unknown_key_is_rejected(executors: Executors, rclient: redis.Redis,
     assert not any(isinstance(e, TaskStarted) for e in events)
 
 
-def test_cli_bad_input_exits_2_and_submits_nothing(redis_url: str, keys_dir: Path,
-                                                   rclient: redis.Redis,
-                                                   config: StreamsConfig) -> None:
+def test_cli_bad_input_exits_2_and_submits_nothing(
+    redis_url: str, keys_dir: Path, rclient: redis.Redis, config: StreamsConfig
+) -> None:
     cases = [
         ["deploy", "--project", "p", "--repo", "https://x/y.git", "--env", "NOEQUALS"],
         ["deploy", "--project", "p", "--repo", "https://x/y.git", "--host", "a;rm -rf /"],
         ["deploy", "--project", "p", "--repo", "ftp://x/y"],
         ["deploy", "--project", "p", "--repo", "https://x/y.git", "--playbook", "../../etc/x"],
-        ["deploy", "--project", "p", "--repo", "https://x/y.git", "--extra-var",
-         "ansible_connection=ssh"],
+        [
+            "deploy",
+            "--project",
+            "p",
+            "--repo",
+            "https://x/y.git",
+            "--extra-var",
+            "ansible_connection=ssh",
+        ],
         ["deploy", "--project", "p", "--repo", "https://x/y.git", "--service-port", "0"],
         ["provision"],
         ["--redis-url", "http://nope", "tail", "x"],
@@ -204,7 +245,10 @@ def test_cli_bad_input_exits_2_and_submits_nothing(redis_url: str, keys_dir: Pat
 
 
 def test_unknown_playbook_is_refused_when_executors_announce(
-    executors: Executors, redis_url: str, keys_dir: Path, rclient: redis.Redis,
+    executors: Executors,
+    redis_url: str,
+    keys_dir: Path,
+    rclient: redis.Redis,
     config: StreamsConfig,
 ) -> None:
     executors.project_dir = ANSIBLE_DIR
@@ -212,8 +256,15 @@ def test_unknown_playbook_is_refused_when_executors_announce(
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not list(rclient.scan_iter("deploystream.executor:*")):
         time.sleep(0.1)
-    out = deployctl("provision", "--server", "s", "--playbook", "no_such_book",
-                    redis_url=redis_url, keys_dir=keys_dir)
+    out = deployctl(
+        "provision",
+        "--server",
+        "s",
+        "--playbook",
+        "no_such_book",
+        redis_url=redis_url,
+        keys_dir=keys_dir,
+    )
     assert out.returncode == 2 and "no_such_book" in out.stderr
     assert rclient.xlen(config.streams.provision) == 0
 
@@ -222,7 +273,8 @@ def test_redis_unreachable_exits_3(keys_dir: Path) -> None:
     from deploystream.embedded_redis import free_port
 
     url = f"redis://127.0.0.1:{free_port()}/0"
-    out = deployctl("deploy", "--project", "p", "--repo", "https://x/y.git", redis_url=url,
-                    keys_dir=keys_dir)
+    out = deployctl(
+        "deploy", "--project", "p", "--repo", "https://x/y.git", redis_url=url, keys_dir=keys_dir
+    )
     assert out.returncode == 3
     assert url in out.stderr

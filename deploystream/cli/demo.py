@@ -23,7 +23,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from contracts import Result, with_overrides
+from contracts import Job, Result, with_overrides
 from deploystream.cli.app import EXIT_JOB_FAILED, EXIT_OK, App
 from deploystream.cli.follow import Follower
 from deploystream.cli.params import REDIS_URL
@@ -167,7 +167,7 @@ def demo(app: App, n_executors: int, keep: bool, demo_redis_url: str | None) -> 
         config = with_overrides(app.config, redis_url=url)
         keys = OrchestratorKeys.load(base / "keys")
         ports = (free_port(), free_port())
-        jobs = [
+        jobs: list[Job] = [
             build_deploy_job(
                 keys,
                 project_name="demo-web",

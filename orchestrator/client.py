@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+
 import structlog
 from redis.asyncio import Redis
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter

@@ -1,15 +1,22 @@
 """The DevOps graph: prepare → submit → deployer → post_deploy → END.
 
-    START ─▶ prepare ──(rejected: nothing submitted)──────────────────────▶ END
+    START ─▶ prepare ──(rejected: nothing submitted)─────────────────▶ END
                 │
                 ▼
-             submit ─▶ deployer ◀─┐ (slice ended, no result yet: checkpoint, go on)
-                          │ ──────┘
-                          ├─(result success)──────────▶ post_deploy ─────▶ END
-                          └─(failed / timeout / gave up)▶ report_failure ─▶ END
+             submit ──(refused: nothing submitted)───────────────────▶ END
+                │
+                ▼
+             deployer ◀─┐  slice ended, no result yet: checkpoint, go on
+                │ ──────┘
+                ├─(result success)─────────────▶ post_deploy ───────▶ END
+                └─(failed / timeout / gave up)─▶ report_failure ────▶ END
 
 Built by :func:`build_deploy_graph` from its dependencies (no globals), so the CLI,
 the service and the tests each pass their own gateway, keys and integrations.
+Run it as :mod:`orchestrator.run` does: ``durability="sync"`` (the request id is on
+disk before tailing starts), ``recursion_limit`` from :func:`orchestrator.run.graph_config`
+(``deployer`` loops once per checkpoint slice), and the plaintext secrets in the run
+context (:class:`~orchestrator.state.DeployContext`), never in the input state.
 Errors of the gateway itself (Redis unreachable, a gap in ``seq``) propagate out of
 the run and leave the checkpoint where it was: a later resume carries on.
 """
@@ -49,6 +56,10 @@ def after_prepare(state: DeployState) -> str:
     return SUBMIT if state.get("job") and not state.get("outcome") else END
 
 
+def after_submit(state: DeployState) -> str:
+    return DEPLOYER if state.get("submitted") else END
+
+
 def after_deployer(state: DeployState) -> str:
     result = state.get("result")
     if result is not None:
@@ -76,7 +87,7 @@ def build_deploy_graph(
     graph.add_node(REPORT_FAILURE, ReportFailureNode(platform_api))
     graph.add_edge(START, PREPARE)
     graph.add_conditional_edges(PREPARE, after_prepare, [SUBMIT, END])
-    graph.add_edge(SUBMIT, DEPLOYER)
+    graph.add_conditional_edges(SUBMIT, after_submit, [DEPLOYER, END])
     graph.add_conditional_edges(DEPLOYER, after_deployer, [DEPLOYER, POST_DEPLOY, REPORT_FAILURE])
     graph.add_edge(POST_DEPLOY, END)
     graph.add_edge(REPORT_FAILURE, END)

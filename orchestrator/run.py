@@ -139,7 +139,7 @@ async def run_graph(
 ) -> DeployState:
     secrets = dict(secrets or {})
     thread_id = thread_id or request.get("request_id") or new_request_id()
-    config = _config(thread_id, request.get("timeout_s"), settings)
+    config = graph_config(thread_id, request.get("timeout_s"), settings)
     snapshot = await graph.aget_state(config)
     if snapshot.values:
         if not snapshot.next:
@@ -161,13 +161,13 @@ async def resume_graph(
     on_event: EventCallback | None = None,
     on_update: UpdateCallback | None = None,
 ) -> DeployState:
-    probe = await graph.aget_state(_config(thread_id, None, settings))
+    probe = await graph.aget_state(graph_config(thread_id, None, settings))
     if not probe.values:
         raise UnknownThreadError(f"no checkpointed deploy for {thread_id!r}")
     values = cast(DeployState, probe.values)
     if not probe.next:
         return values
-    config = _config(thread_id, values.get("timeout_s"), settings)
+    config = graph_config(thread_id, values.get("timeout_s"), settings)
     log.info("deploy.resuming", request_id=thread_id, next=list(probe.next))
     return await _drive(graph, None, config, DeployContext(), on_event, on_update)
 
@@ -202,10 +202,10 @@ async def _call(callback: Callable[..., Awaitable[None] | None], *args: Any) -> 
         await outcome
 
 
-def _config(
+def graph_config(
     thread_id: str, timeout_s: int | None, settings: OrchestratorSettings
 ) -> RunnableConfig:
-    # The deployer loops once per checkpoint slice; allow all of them, and a margin.
+    """The run config for a thread: its id, and room for every tailing slice."""
     wait = (timeout_s or 900) + settings.queue_allowance_s
     limit = math.ceil(wait / settings.checkpoint_every_s) + 50
     return {"configurable": {"thread_id": thread_id}, "recursion_limit": limit}

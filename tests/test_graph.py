@@ -11,7 +11,8 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from contracts import Event
+from contracts import Event, Job
+from deploystream.errors import BadInputError
 from deploystream.keys import ExecutorKeys, OrchestratorKeys
 from orchestrator.checkpoint import open_checkpointer
 from orchestrator.errors import CheckpointConfigError
@@ -280,7 +281,7 @@ async def test_resumed_run_before_submit_refuses_without_its_secrets(
         )
     final = await resume_deploy_graph("r-sec", gateway=gateway, keys=keys, settings=settings)
     assert final["outcome"] == "bad_input" and gateway.submitted == []
-    assert "secrets are not available" in final["errors"][0]
+    assert "secrets (DB_PASSWORD) are not available" in final["errors"][0]
 
 
 async def test_postgres_checkpointer_needs_its_package(tmp_path: Path) -> None:
@@ -288,3 +289,17 @@ async def test_postgres_checkpointer_needs_its_package(tmp_path: Path) -> None:
     with pytest.raises(CheckpointConfigError, match="langgraph-checkpoint-postgres"):
         async with open_checkpointer(settings):
             pass
+
+
+async def test_submit_refused_ends_with_bad_input(tmp_path: Path, keys: OrchestratorKeys) -> None:
+    class Refusing(ScriptedGateway):
+        async def submit(self, job: Job) -> str:
+            raise BadInputError("no executor serves playbook 'deploy_service'")
+
+    gateway = Refusing()
+    final = await run_deploy_graph(
+        REQUEST, gateway=gateway, keys=keys, settings=make_settings(tmp_path), thread_id="r-ref"
+    )
+    assert final["outcome"] == "bad_input" and exit_code(final) == 2
+    assert "no executor serves playbook" in final["errors"][0]
+    assert gateway.tails == [] and not final.get("submitted")

@@ -23,7 +23,7 @@ import structlog
 from langgraph.config import get_stream_writer
 
 from contracts import Event, Result
-from deploystream.errors import InfrastructureError
+from deploystream.errors import BadInputError, InfrastructureError
 from orchestrator.gateway import JobGateway
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.state import DeployState, job_of
@@ -46,7 +46,11 @@ class SubmitNode:
         if state.get("submitted"):
             return {}  # never a second job for this thread
         job = job_of(state)
-        request_id = await self._gateway.submit(job)
+        try:
+            request_id = await self._gateway.submit(job)
+        except BadInputError as exc:  # e.g. refused before anything reached a stream
+            log.warning("deploy.not_submitted", request_id=job.request_id, error=str(exc))
+            return {"outcome": "bad_input", "errors": [f"nothing submitted: {exc}"]}
         deadline = self._clock() + job.timeout_s + self._settings.queue_allowance_s
         log.info(
             "deploy.submitted",

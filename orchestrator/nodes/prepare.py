@@ -72,11 +72,11 @@ class PrepareNode:
         request_id = state.get("request_id")
         if not request_id:
             raise BadInputError("request_id is missing (it is the graph's thread id)")
-        expected = sorted(state.get("secret_names") or [])
-        if sorted(context.secrets) != expected:
+        missing = sorted(set(state.get("secret_names") or []) - set(context.secrets))
+        if missing:
             raise BadInputError(
-                "this run's secrets are not available (a resumed run cannot recover them); "
-                "start a new deploy"
+                f"this run's secrets ({', '.join(missing)}) are not available (a resumed "
+                f"run cannot recover them); start a new deploy"
             )
         project: ProjectRef = dict(state.get("project") or {})  # type: ignore[assignment]
         project_id = project_id_of(state)
@@ -140,6 +140,7 @@ class PrepareNode:
             "timeout_s": job.timeout_s,
             "github_repo": github_repo,
             "runtime": state.get("runtime") or info.runtime,
+            "secret_names": sorted(job.secrets),
             "job": msgspec.to_builtins(job),
         }
 

@@ -12,6 +12,7 @@ import msgspec
 from contracts.control import Control
 from contracts.events import Event
 from contracts.jobs import Job
+from contracts.requests import DeployRequest
 
 # Refuse absurd payloads before decoding them (a 10 MB field is hostile, not a job).
 MAX_JOB_BYTES = 1 << 20
@@ -20,6 +21,7 @@ _encoder = msgspec.json.Encoder()
 _job_decoder = msgspec.json.Decoder(Job)
 _event_decoder = msgspec.json.Decoder(Event)
 _control_decoder = msgspec.json.Decoder(Control)
+_request_decoder = msgspec.json.Decoder(DeployRequest)
 
 
 class DecodeError(ValueError):
@@ -57,3 +59,15 @@ def decode_control(data: bytes | str) -> Control:
 
 def to_builtins(value: Any) -> Any:
     return msgspec.to_builtins(value)
+
+
+def decode_request(data: bytes | str) -> DeployRequest:
+    if len(data) > MAX_JOB_BYTES:
+        raise DecodeError(f"request payload too large ({len(data)} bytes)")
+    try:
+        request: DeployRequest = _request_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+        raise DecodeError(str(exc)) from exc
+    except RecursionError as exc:
+        raise DecodeError("nesting too deep") from exc
+    return request

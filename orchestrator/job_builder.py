@@ -60,6 +60,7 @@ def build_deploy_job(
     github_token: str | None = None,
     health_path: str = "/health",
     request_id: str | None = None,
+    sealed_secrets: dict[str, str] | None = None,
 ) -> DeployJob:
     fields: dict[str, Any] = {
         "kind": "deploy",
@@ -70,7 +71,11 @@ def build_deploy_job(
         "idempotency_key": idempotency_key,
         "timeout_s": timeout_s,
         "extra_vars": extra_vars or {},
-        "secrets": {k: keys.seal(v) for k, v in (secrets or {}).items()},
+        # Values the platform sealed already pass through; plaintext is sealed here.
+        "secrets": {
+            **(sealed_secrets or {}),
+            **{k: keys.seal(v) for k, v in (secrets or {}).items()},
+        },
         "project_name": project_name,
         "repo": repo,
         "project_id": project_id,

@@ -75,6 +75,7 @@ class DeployState(TypedDict, total=False):
     github_repo: str | None  # OWNER/NAME for clone token and Actions secrets
     runtime: str | None
     secret_names: list[str]  # names only; values are in DeployContext
+    sealed_secrets: dict[str, str]  # already sealed to the executors (service requests)
     request_id: str  # chosen up front (= the thread id), so a resume knows it
     # --- prepared
     job: dict[str, Any]  # the DeployJob as builtins: secrets and token already sealed

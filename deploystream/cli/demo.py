@@ -25,7 +25,7 @@ from rich.table import Table
 
 from contracts import Job, Result, with_overrides
 from deploystream.cli.app import EXIT_JOB_FAILED, EXIT_OK, App
-from deploystream.cli.follow import Follower
+from deploystream.cli.follow import Display, follow
 from deploystream.cli.params import REDIS_URL
 from deploystream.embedded_redis import EmbeddedRedis, free_port
 from deploystream.keys import OrchestratorKeys, init_keys
@@ -197,8 +197,8 @@ def demo(app: App, n_executors: int, keep: bool, demo_redis_url: str | None) -> 
                 client = StreamClient(redis, config, keys, name="demo")
                 for job in jobs:
                     await client.submit(job)
-                follower = Follower(client, json=False, labels=labels)
-                return await follower.follow([j.request_id for j in jobs])
+                display = Display(json=False, labels=labels)
+                return await follow(client, display, [j.request_id for j in jobs])
             finally:
                 await redis.aclose()
 

@@ -1,9 +1,14 @@
-"""Follow one or more requests to their results: NDJSON, a live view, or lines."""
+"""Show events to a person or a program: NDJSON, a live view, or plain lines.
+
+:class:`Display` renders events from any source (a tail, or the deploy graph's
+custom stream); :func:`follow` tails requests to their results through a gateway.
+"""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from types import TracebackType
+from typing import Any
 
 import anyio
 import msgspec
@@ -21,51 +26,74 @@ def print_json(obj: object) -> None:
     sys.stdout.flush()
 
 
-class Follower:
-    """Tails requests concurrently and feeds one renderer."""
+class Display:
+    """One display for any number of requests; use as a context manager."""
 
-    def __init__(self, gateway: JobGateway, *, json: bool, labels: dict[str, str] | None = None):
-        self.gateway = gateway
+    def __init__(self, *, json: bool, labels: dict[str, str] | None = None) -> None:
         self.json = json
         self.labels = labels or {}
         self.progress: dict[str, Progress] = {}
-        self.console = Console(stderr=False)
+        self.console = Console()
+        self._live = LiveRenderer(self.console) if not json and self.console.is_terminal else None
+        self._lines = LineRenderer(sys.stdout)
 
-    async def follow(
-        self, request_ids: list[str], on_event: Callable[[str, Event], None] | None = None
-    ) -> dict[str, Result]:
-        results: dict[str, Result] = {}
+    def track(self, request_id: str) -> Progress:
+        p = self.progress.get(request_id)
+        if p is None:
+            p = self.progress[request_id] = Progress(
+                request_id, label=self.labels.get(request_id, "")
+            )
+            if self._live is not None:
+                self._live.models[request_id] = p
+        return p
+
+    def show(self, event: Event) -> None:
+        p = self.track(event.request_id)
+        p.apply(event)
         if self.json:
-            render: Callable[[Progress, Event], None] = lambda p, e: print_json(e)  # noqa: E731
-            live = None
-        elif self.console.is_terminal:
-            live = LiveRenderer(self.console)
-            render = live.update
+            print_json(event)
+        elif self._live is not None:
+            self._live.update(p, event)
         else:
-            live = None
-            render = LineRenderer(sys.stdout).update
+            self._lines.update(p, event)
 
-        async def one(rid: str) -> None:
-            p = self.progress.setdefault(rid, Progress(rid, label=self.labels.get(rid, "")))
-            async for _, event in self.gateway.events(rid):
-                p.apply(event)
-                render(p, event)
-                if on_event:
-                    on_event(rid, event)
-                if isinstance(event, Result):
-                    results[rid] = event
-
-        if live is not None:
-            with live:
-                for rid in request_ids:
-                    live.models[rid] = self.progress.setdefault(
-                        rid, Progress(rid, label=self.labels.get(rid, ""))
-                    )
-                async with anyio.create_task_group() as tg:
-                    for rid in request_ids:
-                        tg.start_soon(one, rid)
+    def record(self, obj: dict[str, Any], text: str) -> None:
+        """A line that is not an event (post-deploy outcomes): JSON or text."""
+        if self.json:
+            print_json(obj)
         else:
-            async with anyio.create_task_group() as tg:
-                for rid in request_ids:
-                    tg.start_soon(one, rid)
-        return results
+            self.console.print(text, highlight=False, soft_wrap=True)
+
+    def __enter__(self) -> Display:
+        if self._live is not None:
+            self._live.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._live is not None:
+            self._live.__exit__(exc_type, exc, tb)
+
+
+async def follow(
+    gateway: JobGateway, display: Display, request_ids: list[str]
+) -> dict[str, Result]:
+    """Tail every request concurrently into ``display`` until each has its result."""
+    results: dict[str, Result] = {}
+
+    async def one(rid: str) -> None:
+        display.track(rid)
+        async for _, event in gateway.events(rid):
+            display.show(event)
+            if isinstance(event, Result):
+                results[rid] = event
+
+    with display:
+        async with anyio.create_task_group() as tg:
+            for rid in request_ids:
+                tg.start_soon(one, rid)
+    return results

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -10,7 +11,7 @@ import click
 
 from contracts import Job, Result
 from deploystream.cli.app import EXIT_BAD_INPUT, EXIT_JOB_FAILED, EXIT_OK, App
-from deploystream.cli.follow import Follower, print_json
+from deploystream.cli.follow import Display, follow, print_json
 from deploystream.cli.params import HTTP_URL, KEY_VALUE, pairs
 from deploystream.errors import BadInputError
 from orchestrator.client import StreamClient
@@ -53,7 +54,7 @@ async def submit_and_follow(client: StreamClient, job: Job, *, detach: bool, jso
         else:
             click.echo(request_id)
         return EXIT_OK
-    results = await Follower(client, json=json).follow([request_id])
+    results = await follow(client, Display(json=json), [request_id])
     return exit_code(results)
 
 
@@ -81,33 +82,30 @@ EXTRA_VAR_OPT = click.option(
 @click.option(
     "--project",
     "project_name",
-    required=True,
     envvar="DEPLOYSTREAM_PROJECT",
     show_envvar=True,
-    help="Project (service) name.",
+    help="Project (service) name; may come from the platform API via --project-id.",
 )
 @click.option(
     "--repo",
-    required=True,
     envvar="DEPLOYSTREAM_REPO",
     show_envvar=True,
     help="Git URL (https, ssh, file://) or owner/name.",
 )
 @click.option("--project-id", envvar="DEPLOYSTREAM_PROJECT_ID", show_envvar=True)
-@click.option("--ref", default="main", envvar="DEPLOYSTREAM_REF", show_envvar=True)
+@click.option("--ref", envvar="DEPLOYSTREAM_REF", show_envvar=True, help="[default: main]")
 @click.option(
     "--host",
-    default="localhost",
     envvar="DEPLOYSTREAM_HOST",
     show_envvar=True,
-    help="Target host; localhost uses Ansible's local connection.",
+    help="Target host; localhost (the default) uses Ansible's local connection.",
 )
 @click.option(
     "--service-port",
     type=click.IntRange(1, 65535),
-    default=8000,
     envvar="DEPLOYSTREAM_SERVICE_PORT",
     show_envvar=True,
+    help="Port the service listens on (health-checked).",
 )
 @click.option("--env", "env", type=KEY_VALUE, multiple=True, help="Service env K=V (plain).")
 @click.option(
@@ -148,34 +146,52 @@ EXTRA_VAR_OPT = click.option(
 @click.option("--github-app-id", envvar="GITHUB_APP_ID", show_envvar=True)
 @click.option(
     "--github-app-key",
-    type=click.Path(exists=True, dir_okay=False),
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
     envvar="GITHUB_APP_KEY",
     show_envvar=True,
 )
+@click.option(
+    "--checkpoint-db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="DEPLOYSTREAM_CHECKPOINT_DB",
+    show_envvar=True,
+    help="SQLite checkpoint file of the deploy graph.",
+)
 @click.pass_obj
 def deploy(app: App, /, **opts: Any) -> int:
-    """Deploy a service (repo at ref) to a host and follow it live."""
+    """Deploy a service through the DevOps graph, follow it live, then run post-deploy.
+
+    Post-deploy (deployment record, GitHub Actions secrets, project status) runs
+    only when following; --detach just submits the job and prints its request id.
+    """
+    from deploystream.cli.deploy_graph import deploy_with_graph
 
     async def main() -> int:
         keys = app.orchestrator_keys()
-        job = build_deploy_job(
-            keys,
-            project_name=opts["project_name"],
-            repo=opts["repo"],
-            ref=opts["ref"],
-            host=opts["host"],
-            service_port=opts["service_port"],
-            project_id=opts["project_id"],
-            env=pairs(opts["env"]),
-            secrets=pairs(opts["secrets"]),
-            extra_vars=pairs(opts["extra_vars"]),
-            playbook=opts["playbook"],
-            timeout_s=opts["timeout_s"],
-            idempotency_key=opts["idempotency_key"],
-            github_token=opts["github_token"],
-        )
         client = StreamClient(await app.redis(), app.config, keys)
-        return await submit_and_follow(client, job, detach=opts["detach"], json=opts["json_out"])
+        await check_playbook(client, opts["playbook"])
+        if opts["detach"]:
+            missing = [f for f in ("project_name", "repo", "service_port") if not opts[f]]
+            if missing:
+                raise BadInputError(f"--detach needs {', '.join(missing)} (no API lookup)")
+            job = build_deploy_job(
+                keys,
+                project_name=opts["project_name"],
+                repo=opts["repo"],
+                ref=opts["ref"] or "main",
+                host=opts["host"] or "localhost",
+                service_port=opts["service_port"],
+                project_id=opts["project_id"],
+                env=pairs(opts["env"]),
+                secrets=pairs(opts["secrets"]),
+                extra_vars=pairs(opts["extra_vars"]),
+                playbook=opts["playbook"],
+                timeout_s=opts["timeout_s"],
+                idempotency_key=opts["idempotency_key"],
+                github_token=opts["github_token"],
+            )
+            return await submit_and_follow(client, job, detach=True, json=opts["json_out"])
+        return await deploy_with_graph(client, keys, opts)
 
     return run(main)
 
@@ -232,7 +248,7 @@ def tail(app: App, request_id: str, json_out: bool) -> int:
         if not await client.exists(request_id):
             click.echo(f"error: no events for request {request_id} (unknown or expired)", err=True)
             return EXIT_BAD_INPUT
-        return exit_code(await Follower(client, json=json_out).follow([request_id]))
+        return exit_code(await follow(client, Display(json=json_out), [request_id]))
 
     return run(main)
 

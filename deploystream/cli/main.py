@@ -70,7 +70,7 @@ def cli(
 
 
 def _register() -> None:
-    from deploystream.cli import executor_cmd, jobs, keys_cmd, ops
+    from deploystream.cli import demo, executor_cmd, jobs, keys_cmd, ops
 
     cli.add_command(executor_cmd.executor)
     for command in (jobs.deploy, jobs.provision, jobs.tail, jobs.cancel, jobs.retry):
@@ -78,10 +78,6 @@ def _register() -> None:
     cli.add_command(keys_cmd.keys)
     cli.add_command(ops.status)
     cli.add_command(ops.dlq)
-    try:
-        from deploystream.cli import demo
-    except ImportError:  # pragma: no cover - demo needs the executor extra
-        return
     cli.add_command(demo.demo)
 
 

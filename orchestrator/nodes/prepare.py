@@ -101,6 +101,11 @@ class PrepareNode:
         ):
             if key not in fields and value is not None:
                 fields[key] = value
+        if "service_port" not in fields:
+            raise BadInputError(
+                f"no service port for project {name!r} (give --service-port, or a project id "
+                "the platform API knows)"
+            )
         github_repo = (
             state.get("github_repo")
             or info.github_repo
@@ -114,6 +119,7 @@ class PrepareNode:
             repo=repo,
             project_id=project_id,
             secrets=dict(context.secrets),
+            sealed_secrets=dict(state.get("sealed_secrets") or {}),
             github_token=token,
             idempotency_key=state.get("idempotency_key") or request_id,
             request_id=request_id,
@@ -141,6 +147,7 @@ class PrepareNode:
             "github_repo": github_repo,
             "runtime": state.get("runtime") or info.runtime,
             "secret_names": sorted(job.secrets),
+            "sealed_secrets": {},
             "job": msgspec.to_builtins(job),
         }
 

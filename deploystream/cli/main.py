@@ -47,7 +47,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 )
 @click.option(
     "--log-level",
-    default="warning",
+    default=None,
     envvar="DEPLOYSTREAM_LOG_LEVEL",
     show_envvar=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
@@ -58,10 +58,12 @@ def cli(
     redis_url: str | None,
     config_path: Path | None,
     keys_dir: Path | None,
-    log_level: str,
+    log_level: str | None,
 ) -> None:
     """deploystream: Ansible deployments and provisioning over Redis Streams."""
-    logs.configure(log_level)
+    # Services log their work (info); one-shot commands only say what went wrong.
+    service = ctx.invoked_subcommand in ("executor", "orchestrator")
+    logs.configure(log_level or ("info" if service else "error"))
     try:
         config = with_overrides(load_config(config_path), redis_url=redis_url)
     except ConfigError as exc:

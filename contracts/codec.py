@@ -5,6 +5,7 @@ Entries on the wire are JSON (readable with ``redis-cli``) encoded by msgspec.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -71,3 +72,18 @@ def decode_request(data: bytes | str) -> DeployRequest:
     except RecursionError as exc:
         raise DecodeError("nesting too deep") from exc
     return request
+
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def peek_request_id(payload: bytes | None) -> str | None:
+    """Best effort: the request id of a payload being rejected, if it has a sane one."""
+    if not payload or len(payload) > MAX_JOB_BYTES:
+        return None
+    try:
+        raw = msgspec.json.decode(payload)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    rid = raw.get("request_id") if isinstance(raw, dict) else None
+    return rid if isinstance(rid, str) and _REQUEST_ID.match(rid) else None

@@ -26,6 +26,7 @@ from contracts import (
     encode,
     job_kind,
 )
+from contracts.requests import DeployRequest
 from deploystream.errors import BadInputError, StreamGapError
 from deploystream.keys import OrchestratorKeys
 from deploystream.redis_conn import TRANSIENT
@@ -199,3 +200,13 @@ class StreamClient:
         if submitted is None:
             raise BadInputError(f"request {request_id} not found (unknown, or its events expired)")
         return submitted.job
+
+    async def request_deploy(self, request: DeployRequest) -> str:
+        """Put a deployment request on ``deploy.requests`` (what the platform does)."""
+        await self.redis.xadd(
+            self.config.streams.requests,
+            {"request": encode(request)},
+            maxlen=self.config.retention.jobs_maxlen,
+            approximate=True,
+        )
+        return request.request_id

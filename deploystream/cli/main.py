@@ -72,9 +72,10 @@ def cli(
 
 
 def _register() -> None:
-    from deploystream.cli import demo, executor_cmd, jobs, keys_cmd, ops
+    from deploystream.cli import demo, executor_cmd, jobs, keys_cmd, ops, orchestrator_cmd
 
     cli.add_command(executor_cmd.executor)
+    cli.add_command(orchestrator_cmd.orchestrator)
     for command in (jobs.deploy, jobs.provision, jobs.tail, jobs.cancel, jobs.retry):
         cli.add_command(command)
     cli.add_command(keys_cmd.keys)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ REQUEST: DeployState = {
     "project": {"name": "shop"},
     "repo": "file:///srv/git/shop.git",
     "timeout_s": 30,
+    "service_port": 8000,
     "env": {"MODE": "prod"},
 }
 
@@ -192,7 +195,13 @@ async def test_failure_reports_error_status(
         return Response("{}", status=200, content_type="application/json")
 
     httpserver.expect_request("/api/projects/42", method="GET").respond_with_json(
-        {"id": 42, "name": "shop", "repo_url": "file:///srv/git/shop.git", "branch": "release"}
+        {
+            "id": 42,
+            "name": "shop",
+            "repo_url": "file:///srv/git/shop.git",
+            "branch": "release",
+            "port": 8000,
+        }
     )
     httpserver.expect_request("/api/projects/42", method="PATCH").respond_with_handler(patch)
     gateway = ScriptedGateway(status="failed", error="health check failed: HTTP 503")
@@ -284,9 +293,35 @@ async def test_resumed_run_before_submit_refuses_without_its_secrets(
     assert "secrets (DB_PASSWORD) are not available" in final["errors"][0]
 
 
-async def test_postgres_checkpointer_needs_its_package(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, checkpoint_dsn="postgresql://localhost/x")
-    with pytest.raises(CheckpointConfigError, match="langgraph-checkpoint-postgres"):
+# PostgreSQL is one of the services this machine kind starts (trust auth on loopback).
+PG_DSN = os.environ.get("DEPLOYSTREAM_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+async def test_postgres_checkpointer_resumes_without_resubmitting(
+    tmp_path: Path, keys: OrchestratorKeys
+) -> None:
+    settings = make_settings(tmp_path, checkpoint_dsn=PG_DSN)
+    thread = f"pg-{uuid.uuid4().hex}"
+    gateway = ScriptedGateway()
+    final = await run_deploy_graph(
+        REQUEST, gateway=gateway, keys=keys, settings=settings, thread_id=thread
+    )
+    assert final["outcome"] == "success", final
+    again = await run_deploy_graph(
+        REQUEST, gateway=gateway, keys=keys, settings=settings, thread_id=thread
+    )
+    assert again["request_id"] == thread and len(gateway.submitted) == 1
+    async with open_checkpointer(settings) as saver:
+        stored = await saver.aget_tuple({"configurable": {"thread_id": thread}})
+    assert stored is not None
+
+
+async def test_postgres_checkpointer_unreachable_is_a_clear_error(tmp_path: Path) -> None:
+    from deploystream.embedded_redis import free_port
+
+    dsn = f"postgresql://postgres@127.0.0.1:{free_port()}/nope?connect_timeout=2"
+    settings = make_settings(tmp_path, checkpoint_dsn=dsn)
+    with pytest.raises(CheckpointConfigError, match="Postgres checkpoint database"):
         async with open_checkpointer(settings):
             pass
 

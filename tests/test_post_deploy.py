@@ -178,7 +178,7 @@ async def test_github_app_installation_token(
     )
     gateway = ScriptedGateway()
     final = await run_deploy_graph(
-        {"project": {"name": "shop"}, "repo": "file:///srv/git/shop.git"},
+        {"project": {"name": "shop"}, "repo": "file:///srv/git/shop.git", "service_port": 8000},
         gateway=gateway,
         keys=keys,
         settings=settings,
@@ -248,7 +248,7 @@ async def test_unconfigured_integrations_are_skipped(
     tmp_path: Path, keys: OrchestratorKeys
 ) -> None:
     final = await run_deploy_graph(
-        {"project": {"id": "42", "name": "shop"}, "repo": "acme/shop"},
+        {"project": {"id": "42", "name": "shop"}, "repo": "acme/shop", "service_port": 8000},
         gateway=ScriptedGateway(),
         keys=keys,
         settings=make_settings(tmp_path),

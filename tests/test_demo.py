@@ -1,0 +1,56 @@
+"""`deployctl demo` as a newcomer runs it: embedded Redis, exits 0, leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.harness import DEPLOYCTL
+
+pytestmark = pytest.mark.slow
+
+
+def _leftovers() -> list[str]:
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        try:
+            cmd = " ".join(proc.info["cmdline"] or [])
+            cwd = proc.info["cwd"] or ""
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if "deploystream-demo-" in cmd or "deploystream-demo-" in cwd:
+            found.append(f"{proc.info['pid']}: {cmd}")
+    return found
+
+
+def test_demo_runs_twice_and_cleans_up(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    # A REDIS_URL in the environment must not be touched: point it at nothing.
+    env["REDIS_URL"] = "redis://127.0.0.1:1/0"
+    env["HOME"] = str(tmp_path)  # keys and checkpoints of the demo stay out of the real home
+    for _ in range(2):
+        out = subprocess.run(
+            [DEPLOYCTL, "demo"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        text = out.stdout
+        assert "embedded Redis" in text
+        assert "deploystream demo" in text  # the summary table
+        assert text.count("success") >= 3
+        assert "service up at http://localhost:" in text
+        executors = {
+            line.split("accepted by ")[1].split()[0]
+            for line in text.splitlines()
+            if "accepted by " in line
+        }
+        assert executors  # work was taken by the group
+        assert _leftovers() == []

@@ -1,21 +1,28 @@
 """What a person watching a deploy sees: a live view on a terminal, lines otherwise.
 
-:class:`Progress` is the pure model (events in, state out); the renderers only
-draw it. Several requests can share one view (the demo runs three at once).
+:class:`~deploystream.cli.progress.Progress` is the pure model (events in, state
+out); the renderers here only draw it. Several requests share one view (the demo
+runs three at once):
+
+- :class:`LiveRenderer` (rich, a terminal): per request a header with a spinner,
+  executor, playbook, elapsed time and the recap counts, then the play/task tree
+  with each host's status; the task running now spins. While running, each request
+  gets its share of the screen (the most recent tasks); the final frame shows
+  every task.
+- :class:`LineRenderer` (a pipe, a log, CI): one plain line per step, no colour.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import IO
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.spinner import Spinner
-from rich.table import Table
 from rich.text import Text
+from rich.tree import Tree
 
 from contracts import (
     Accepted,
@@ -29,90 +36,80 @@ from contracts import (
     Submitted,
     TaskStarted,
 )
+from deploystream.cli.progress import (
+    COUNTED,
+    PlayNode,
+    Progress,
+    TaskNode,
+    describe_result,
+    format_counts,
+)
 
-_STATUS_STYLE = {
+__all__ = ["COUNTED", "LineRenderer", "LiveRenderer", "Progress", "describe_result"]
+
+STYLE = {
     "ok": "green",
     "changed": "yellow",
     "failed": "bold red",
     "unreachable": "bold red",
     "skipped": "cyan",
+    "ignored": "dim red",
+    "done": "dim",
     "success": "bold green",
     "timeout": "bold red",
     "canceled": "magenta",
     "error": "bold red",
     "rejected": "bold red",
 }
-COUNTED = ("ok", "changed", "failed", "unreachable", "skipped")
+MARK = {
+    "ok": "✓",
+    "changed": "✓",
+    "ignored": "✓",
+    "skipped": "↷",
+    "done": "·",
+    "failed": "✗",
+    "unreachable": "✗",
+    "success": "✓",
+}
+SPINNER = "dots"
 
 
-@dataclass
-class Progress:
-    request_id: str
-    label: str = ""
-    started: float = field(default_factory=time.time)
-    executor: str | None = None
-    playbook: str | None = None
-    task: str | None = None
-    tasks_done: int = 0
-    hosts: dict[str, Counter[str]] = field(default_factory=dict)
-    result: Result | None = None
-    notes: list[str] = field(default_factory=list)
-
-    def apply(self, event: Event) -> None:
-        match event:
-            case Submitted(job=job):
-                self.playbook = job.playbook
-            case Accepted(executor=name):
-                self.executor = name
-            case Reclaimed(previous_owner=prev, executor=name):
-                self.notes.append(f"adopted by {name} after {prev} stopped answering")
-                self.hosts.clear()
-            case PlaybookStarted(playbook=pb):
-                self.playbook = self.playbook or pb
-            case TaskStarted(task=task):
-                if self.task is not None:
-                    self.tasks_done += 1
-                self.task = task
-            case HostResult(host=host, status=status, item=False):
-                self.hosts.setdefault(host, Counter())[status] += 1
-            case CancelRequested(by=who):
-                self.notes.append(f"cancel requested by {who}")
-            case Result():
-                self.result = event
-            case _:
-                pass
-
-    @property
-    def elapsed(self) -> float:
-        end = self.result.ts if self.result else time.time()
-        return max(0.0, end - self.started)
-
-    def totals(self) -> Counter[str]:
-        total: Counter[str] = Counter()
-        if self.result is not None and self.result.stats:
-            # The play recap is authoritative once the run is over.
-            for s in self.result.stats.values():
-                total.update(
-                    ok=s.ok,
-                    changed=s.changed,
-                    failed=s.failed,
-                    unreachable=s.unreachable,
-                    skipped=s.skipped,
-                )
-            return total
-        for counts in self.hosts.values():
-            total.update(counts)
-        return total
+def _label(p: Progress) -> str:
+    return p.label or p.request_id[:8]
 
 
-def describe_result(result: Result) -> str:
-    """The final line, in plain words."""
-    secs = result.duration_ms / 1000
-    if result.status == "success":
-        where = f" — {result.deployed_url}" if result.deployed_url else ""
-        return f"succeeded in {secs:.1f} s{where}"
-    reason = f": {result.error}" if result.error else ""
-    return f"{result.status} after {secs:.1f} s{reason}"
+def _secs(value: float) -> str:
+    if value < 60:
+        return f"{value:.1f}s"
+    minutes, secs = divmod(int(value), 60)
+    return f"{minutes}m{secs:02d}s"
+
+
+def task_window(
+    plays: list[PlayNode], room: int | None
+) -> tuple[int, list[tuple[PlayNode, list[TaskNode]]]]:
+    """The most recent tasks that fit in ``room`` rows (play headings count, and so
+    does one "… N earlier tasks" line): (tasks hidden, [(play, its tasks shown)])."""
+    flat = [(play, task) for play in plays for task in play.tasks]
+    shown = len(flat)
+
+    def rows(k: int) -> int:
+        kept = flat[len(flat) - k :] if k else []
+        headings = len({id(play) for play, _ in kept}) or (1 if plays else 0)
+        return headings + k + (1 if k < len(flat) else 0)
+
+    if room is not None:
+        while shown > 0 and rows(shown) > room:
+            shown -= 1
+    kept = flat[len(flat) - shown :] if shown else []
+    window: list[tuple[PlayNode, list[TaskNode]]] = []
+    for play, task in kept:
+        if not window or window[-1][0] is not play:
+            window.append((play, []))
+        window[-1][1].append(task)
+    if not window and plays:
+        window.append((plays[-1], []))
+    return len(flat) - shown, window
 
 
 class LineRenderer:
@@ -122,46 +119,56 @@ class LineRenderer:
         self.out = out
 
     def update(self, progress: Progress, event: Event) -> None:
-        prefix = f"[{progress.label or progress.request_id[:8]}]"
-        line: str | None = None
+        prefix = f"[{_label(progress)}]"
+        lines: list[str] = []
         match event:
             case Submitted(job=job):
-                line = f"submitted {job.playbook} (request {event.request_id})"
+                lines.append(f"submitted {job.playbook} (request {event.request_id})")
             case Accepted(executor=name, delivery_count=n):
-                line = f"accepted by {name}" + (f" (delivery {n})" if n > 1 else "")
+                lines.append(f"accepted by {name}" + (f" (delivery {n})" if n > 1 else ""))
             case Reclaimed(previous_owner=prev, executor=name):
-                line = f"adopted by {name}: {prev} stopped answering"
+                lines.append(f"adopted by {name}: {prev} stopped answering")
+            case PlaybookStarted(play=play) if play:
+                lines.append(f"PLAY {play}")
             case TaskStarted(task=task):
-                line = f"TASK {task}"
+                lines.append(f"TASK {task}")
             case HostResult(host=host, status=status, msg=msg, item=item, duration_ms=ms):
+                shown = "failed (ignored)" if status == "failed" and event.ignore_errors else status
                 detail = f": {msg}" if msg and status in ("failed", "unreachable") else ""
-                kind = "  item" if item else " "
-                line = f"{kind} {host}: {status} ({ms} ms){detail}"
-            case Output(lines=lines) if event.ansible_event != "playbook_on_stats":
-                line = "\n".join(f"{prefix}   {ln}" for ln in lines)
-                self.out.write(line + "\n")
-                self.out.flush()
-                return
+                if item:
+                    label = event.task.rpartition(" (")[2].rstrip(")") or "?"
+                    lines.append(f"    item {label}: {host} {shown}{detail}")
+                else:
+                    lines.append(f"  {host}: {shown} ({ms} ms){detail}")
+            case Output(lines=out) if event.ansible_event != "playbook_on_stats":
+                lines += [f"  {ln}" for ln in out]
             case CancelRequested(by=who):
-                line = f"cancel requested by {who}"
+                lines.append(f"cancel requested by {who}")
             case Result():
-                totals = progress.totals()
-                counts = " ".join(f"{k}={totals.get(k, 0)}" for k in COUNTED)
-                line = f"{event.status.upper()} {describe_result(event)} [{counts}]"
+                totals = format_counts(progress.totals())
+                lines.append(f"{event.status.upper()} {describe_result(event)} [{totals}]")
+                hosts = progress.host_totals()
+                if len(hosts) > 1 or event.status != "success":
+                    lines += [f"  {h}: {format_counts(c)}" for h, c in sorted(hosts.items())]
             case _:
                 return
-        self.out.write(f"{prefix} {line}\n")
+        self.out.write("".join(f"{prefix} {line}\n" for line in lines))
         self.out.flush()
 
 
 class LiveRenderer:
-    """A rich live view: one panel row per request, refreshed in place."""
+    """A rich live view of any number of requests, refreshed in place."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
         self.models: dict[str, Progress] = {}
+        self.final = False
+        self._spinners: dict[str, Spinner] = {}
         self.live = Live(
-            console=console, refresh_per_second=8, transient=False, get_renderable=self._render
+            console=console,
+            refresh_per_second=8,
+            transient=False,
+            get_renderable=self.render,
         )
 
     def __enter__(self) -> LiveRenderer:
@@ -169,43 +176,98 @@ class LiveRenderer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.live.refresh()
+        # The last frame stays on screen: show every task, not the running window.
+        self.final = True
         self.live.__exit__(None, None, None)
 
     def update(self, progress: Progress, event: Event) -> None:
         self.models[progress.request_id] = progress
 
-    def _render(self) -> RenderableType:
-        table = Table(expand=False, show_edge=False, pad_edge=False)
-        table.add_column("request")
-        table.add_column("executor")
-        table.add_column("task / status", overflow="fold", max_width=60)
-        for name in COUNTED:
-            table.add_column(name, justify="right")
-        table.add_column("time", justify="right")
-        for p in self.models.values():
-            totals = p.totals()
-            if p.result is None:
-                state: RenderableType = Spinner(
-                    "dots", text=Text(p.task or "waiting for an executor")
-                )
-            else:
-                state = Text(
-                    describe_result(p.result), style=_STATUS_STYLE.get(p.result.status, "")
-                )
-            table.add_row(
-                p.label or p.request_id[:8],
-                p.executor or "-",
-                state,
-                *(
-                    Text(str(totals.get(k, 0)), style=_STATUS_STYLE[k] if totals.get(k) else "dim")
-                    for k in COUNTED
-                ),
-                f"{p.elapsed:.1f}s",
-            )
-        notes = [
-            Text(f"{p.label or p.request_id[:8]}: {n}", style="dim")
-            for p in self.models.values()
-            for n in p.notes[-2:]
-        ]
-        return Group(table, *notes)
+    # ------------------------------------------------------------------ drawing
+    def render(self, now: float | None = None) -> RenderableType:
+        now = time.time() if now is None else now
+        models = list(self.models.values())
+        if not models:
+            return Text("waiting for events…", style="dim")
+        # While live, each request gets an equal share of the screen's rows.
+        share = max(4, (self.console.height - 1) // len(models) - 1)
+        budget = None if self.final else share
+        return Group(*(self.render_request(p, now=now, rows=budget) for p in models))
+
+    def render_request(self, p: Progress, *, now: float, rows: int | None) -> RenderableType:
+        tree = Tree(self._header(p, now), guide_style="dim")
+        tail: list[RenderableType] = []
+        if p.result is not None:
+            tail.append(Text(f"{describe_result(p.result)}", style=STYLE.get(p.result.status, "")))
+        hosts = p.host_totals()
+        if len(hosts) > 1:
+            tail.append(self._host_line(hosts))
+        tail += [Text(n, style="dim italic") for n in p.notes[-2:]]
+        room = None if rows is None else max(1, rows - 1 - len(tail))
+        hidden, window = task_window(p.plays, room)
+        for i, (play, tasks) in enumerate(window):
+            branch = tree.add(Text(f"PLAY {play.name}" if play.name else "PLAY", style="bold"))
+            if i == 0 and hidden:
+                branch.add(Text(f"… {hidden} earlier tasks", style="dim"))
+            for task in tasks:
+                branch.add(self._task_row(p, task))
+        for line in tail:
+            tree.add(line)
+        return tree
+
+    def _header(self, p: Progress, now: float) -> RenderableType:
+        text = Text()
+        text.append(_label(p), style="bold")
+        if p.label:
+            text.append(f" {p.request_id[:8]}", style="dim")
+        if p.playbook:
+            text.append(f"  {p.playbook}")
+        if p.executor:
+            text.append(f" on {p.executor}")
+        elif p.result is None:
+            text.append("  waiting for an executor", style="italic")
+        text.append(f"  {_secs(p.elapsed_at(now))}", style="cyan")
+        text.append("  ")
+        totals = p.totals()
+        for k in COUNTED:
+            n = totals.get(k, 0)
+            text.append(f"{k}={n}", style=STYLE[k] if n else "dim")
+            text.append(" ")
+        text.rstrip()
+        if p.result is None:
+            spinner = self._spinners.setdefault(p.request_id, Spinner(SPINNER))
+            spinner.update(text=text)
+            return spinner
+        status = p.result.status
+        mark = MARK.get(status, "✗")
+        return Text.assemble((f"{mark} ", STYLE.get(status, "")), text)
+
+    def _task_row(self, p: Progress, task: TaskNode) -> RenderableType:
+        running = p.result is None and task is p.current_task
+        row = Text()
+        row.append(task.name, style="bold" if running else "")
+        for host, status in task.hosts.items():
+            row.append("  ")
+            row.append(f"{host} ", style="dim")
+            row.append(status, style=STYLE.get(status, ""))
+            if host in task.messages and status != "ignored":
+                row.append(f": {task.messages[host]}", style="red")
+        if task.items:
+            items = ", ".join(f"{n} {s}" for s, n in sorted(task.items.items()))
+            row.append(f"  [items: {items}]", style="dim")
+        if task.duration is not None and not running:
+            row.append(f"  {_secs(task.duration)}", style="dim")
+        if running:
+            return Text.assemble(("▸ ", "bold yellow"), row)
+        status = task.status
+        return Text.assemble((f"{MARK.get(status, '·')} ", STYLE.get(status, "")), row)
+
+    @staticmethod
+    def _host_line(hosts: dict[str, Counter[str]]) -> Text:
+        line = Text("hosts: ", style="dim")
+        for i, (host, counts) in enumerate(sorted(hosts.items())):
+            if i:
+                line.append(" · ", style="dim")
+            line.append(f"{host} ")
+            line.append(" ".join(f"{k}={n}" for k in COUNTED if (n := counts.get(k, 0))) or "-")
+        return line

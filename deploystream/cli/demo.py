@@ -23,16 +23,19 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from contracts import Job, Result, with_overrides
+from contracts import Result, with_overrides
 from deploystream.cli.app import EXIT_JOB_FAILED, EXIT_OK, App
-from deploystream.cli.follow import Display, follow
+from deploystream.cli.follow import Display, tail_into
 from deploystream.cli.params import REDIS_URL
 from deploystream.embedded_redis import EmbeddedRedis, free_port
 from deploystream.keys import OrchestratorKeys, init_keys
 from deploystream.redis_conn import connect
 from deploystream.sample_service import create_sample_repo, stop_service
 from orchestrator.client import StreamClient
-from orchestrator.job_builder import build_deploy_job, build_provision_job
+from orchestrator.job_builder import build_deploy_job, build_provision_job, new_request_id
+from orchestrator.run import run_deploy_graph
+from orchestrator.settings import OrchestratorSettings
+from orchestrator.state import result_of
 
 DEPLOYCTL = str(Path(sys.executable).parent / "deployctl")
 
@@ -167,48 +170,76 @@ def demo(app: App, n_executors: int, keep: bool, demo_redis_url: str | None) -> 
         config = with_overrides(app.config, redis_url=url)
         keys = OrchestratorKeys.load(base / "keys")
         ports = (free_port(), free_port())
-        jobs: list[Job] = [
-            build_deploy_job(
-                keys,
-                project_name="demo-web",
-                repo=repo,
-                service_port=ports[0],
-                secrets={"GREETING": "hello from deploystream"},
-            ),
-            build_deploy_job(
-                keys,
-                project_name="demo-api",
-                repo=repo,
-                service_port=ports[1],
-                secrets={"GREETING": "hello from the second service"},
-            ),
-            build_provision_job(keys, server_handle="demo-server"),
-        ]
+        web = build_deploy_job(
+            keys,
+            project_name="demo-api",
+            repo=repo,
+            service_port=ports[1],
+            secrets={"GREETING": "hello from the second service"},
+        )
+        prov = build_provision_job(keys, server_handle="demo-server")
+        graph_rid = new_request_id()
         services = [base / "apps" / "demo-web", base / "apps" / "demo-api"]
         labels = {
-            jobs[0].request_id: "deploy demo-web",
-            jobs[1].request_id: "deploy demo-api",
-            jobs[2].request_id: "provision",
+            graph_rid: "graph deploy demo-web",
+            web.request_id: "deploy demo-api",
+            prov.request_id: "provision",
         }
+        settings = OrchestratorSettings(
+            checkpoint_db=base / "checkpoints.sqlite", apps_root=str(base / "apps")
+        )
 
         async def run_all() -> dict[str, Result]:
             redis = connect(url)
+            results: dict[str, Result] = {}
             try:
                 client = StreamClient(redis, config, keys, name="demo")
-                for job in jobs:
-                    await client.submit(job)
                 display = Display(json=False, labels=labels)
-                return await follow(client, display, [j.request_id for j in jobs])
+
+                async def through_graph() -> None:
+                    # The first deploy goes through the LangGraph DevOps graph, as
+                    # `deployctl deploy` does; the others are plain jobs beside it.
+                    final = await run_deploy_graph(
+                        {"project": {"name": "demo-web"}, "repo": repo, "service_port": ports[0]},
+                        gateway=client,
+                        keys=keys,
+                        settings=settings,
+                        secrets={"GREETING": "hello from deploystream"},
+                        thread_id=graph_rid,
+                        on_event=display.show,
+                    )
+                    result = result_of(final)
+                    if result is not None:
+                        results[graph_rid] = result
+                    for step in final.get("post_deploy", []):
+                        notes.append(
+                            f"post-deploy {step['name']}: {step['status']}"
+                            + (f" ({step['detail']})" if step["detail"] else "")
+                        )
+                    notes.extend(final.get("errors", []))
+
+                with display:
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(through_graph)
+                        for job in (web, prov):
+                            await client.submit(job)
+                        results.update(
+                            await tail_into(client, display, [web.request_id, prov.request_id])
+                        )
+                return results
             finally:
                 await redis.aclose()
 
+        notes: list[str] = []
         results = anyio.run(run_all)
         console.print()
         console.print(summary_table(results, labels))
+        for note in notes:
+            console.print(f"  {note}", highlight=False)
         for r in results.values():
             if r.deployed_url:
                 console.print(f"  service up at [link={r.deployed_url}]{r.deployed_url}[/link]")
-        ok = all(r.ok for r in results.values())
+        ok = len(results) == 3 and all(r.ok for r in results.values())
         if keep:
             console.print(
                 f"\n--keep: Redis {url}, executors and services left running; files in {base}"

@@ -79,10 +79,10 @@ class Display:
             self._live.__exit__(exc_type, exc, tb)
 
 
-async def follow(
+async def tail_into(
     gateway: JobGateway, display: Display, request_ids: list[str]
 ) -> dict[str, Result]:
-    """Tail every request concurrently into ``display`` until each has its result."""
+    """Tail every request concurrently into an open ``display`` until each has its result."""
     results: dict[str, Result] = {}
 
     async def one(rid: str) -> None:
@@ -92,8 +92,15 @@ async def follow(
             if isinstance(event, Result):
                 results[rid] = event
 
-    with display:
-        async with anyio.create_task_group() as tg:
-            for rid in request_ids:
-                tg.start_soon(one, rid)
+    async with anyio.create_task_group() as tg:
+        for rid in request_ids:
+            tg.start_soon(one, rid)
     return results
+
+
+async def follow(
+    gateway: JobGateway, display: Display, request_ids: list[str]
+) -> dict[str, Result]:
+    """Open ``display`` and tail the requests into it."""
+    with display:
+        return await tail_into(gateway, display, request_ids)

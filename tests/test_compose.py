@@ -293,11 +293,26 @@ def test_acl_file_defines_both_users_and_lets_the_healthcheck_ping() -> None:
     assert "on" in default and any(r in default for r in ("+ping", "+@connection", "+@all"))
 
 
+@pytest.mark.parametrize("name", ["executor", "orchestrator"])
+def test_default_password_matches_the_acl_file(services: dict[str, Any], name: str) -> None:
+    """Out of the box (development passwords), each service can log in."""
+    if not ACL_FILE.exists():
+        pytest.xfail("deploy/redis/users.acl not written yet (another engineer's file)")
+    import hashlib
+
+    raw = env_of(services[name])["REDIS_URL"]
+    m = re.search(r"\$\{REDIS_\w+_PASSWORD:-([^}]*)\}@", raw)
+    assert m, raw
+    digest = hashlib.sha256(m.group(1).encode()).hexdigest()
+    line = next(ln for ln in ACL_FILE.read_text().splitlines() if ln.startswith(f"user {name} "))
+    assert f"#{digest}" in line.split(), f"{name}: compose's default password is not the ACL's"
+
+
 @pytest.mark.parametrize("name,user", [("executor", "executor"), ("orchestrator", "orchestrator")])
 def test_services_use_their_own_acl_user(services: dict[str, Any], name: str, user: str) -> None:
     raw = env_of(services[name])["REDIS_URL"]
     # The password is interpolated from .env, never written in the file.
-    assert re.search(r":\$\{REDIS_\w+_PASSWORD(:\?[^}]*)?\}@", raw), raw
+    assert re.search(r":\$\{REDIS_\w+_PASSWORD(:[-?][^}]*)?\}@", raw), raw
     url = urlsplit(re.sub(r"\$\{[^}]*\}", "PASSWORD", raw))
     assert url.scheme == "redis" and url.hostname == "redis" and url.username == user
     assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"

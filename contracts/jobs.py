@@ -57,6 +57,9 @@ class _JobBase(Struct, kw_only=True, tag_field="kind", forbid_unknown_fields=Tru
     secrets: dict[str, Sealed] = {}
     # Ansible --limit, for "retry only the failed hosts".
     limit: list[HostName] = []
+    # More hosts of the same run besides ``target`` (inventory: target first, then
+    # these). New in v2 of the schema: absent in older payloads, so it defaults.
+    hosts: list[Target] = []
 
 
 class DeployJob(_JobBase, tag="deploy"):

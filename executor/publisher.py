@@ -1,60 +1,148 @@
-"""Publishing a run's events: in order, numbered, pipelined.
+"""Publishing a run's events: in order, numbered, pipelined, fenced, exactly once.
 
-Events are numbered (``seq``) in the event loop at the moment they are queued, so
-order is exactly production order whichever thread produced them. A single
-flusher task sends whatever has queued up in one pipeline (one round trip per
-batch, not per event). The terminal result is sent by :meth:`finish` together
-with the ACK, atomically, only after every earlier event is written.
+Events are numbered (``seq``, restarting at 1 for every attempt) in the event loop
+at the moment they are queued, so order is exactly production order whichever
+thread produced them. A single flusher task sends whatever has queued up as one
+batch (one round trip per batch, not per event) through the fenced PUBLISH script
+(see :mod:`executor.scripts`):
+
+- *fenced*: a batch is written only while this executor still owns the job entry
+  (consumer name and delivery count); once it is not, nothing more is published and
+  ``on_lost`` tells the worker to stop the run;
+- *exactly once*: a per-request watermark (``attempt:seq`` of the last event
+  written) makes a batch retried after a dropped connection or a Redis restart
+  write nothing twice, so the stored stream never holds a duplicate ``seq``.
+
+The terminal result is sent by :meth:`EventPublisher.finish` together with the
+XACK, atomically, only after every earlier event is written.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from redis.asyncio import Redis
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+from redis.exceptions import ResponseError
+from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
 from contracts import Event, Result, StreamsConfig, encode
 from deploystream.redis_conn import TRANSIENT
-from executor.scripts import FINISH
+from executor.scripts import DEAD_LETTER, FINISH, PUBLISH, RELEASE_LEASE, RENEW_LEASE
 
 log = structlog.get_logger(__name__)
 _BATCH_MAX = 1000
+
+# Error replies that mean "Redis cannot do it right now" rather than "bad request".
+_BUSY_PREFIXES = (
+    "LOADING",
+    "BUSY",
+    "TRYAGAIN",
+    "OOM",
+    "READONLY",
+    "MASTERDOWN",
+    "NOREPLICAS",
+    "CLUSTERDOWN",
+    "MISCONF",
+)
+
+
+def retryable(exc: BaseException) -> bool:
+    """A connection problem, or Redis busy/loading/out of memory: retry later."""
+    if isinstance(exc, TRANSIENT):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).startswith(_BUSY_PREFIXES)
 
 
 def retrying() -> AsyncRetrying:
     """Retry Redis operations through restarts and dropped connections, forever."""
     return AsyncRetrying(
-        retry=retry_if_exception_type(TRANSIENT),
+        retry=retry_if_exception(retryable),
         wait=wait_exponential_jitter(multiplier=0.05, max=2.0),
         reraise=True,
     )
 
 
+def watermark_key(config: StreamsConfig, request_id: str) -> str:
+    """Where the publish watermark of a request lives (same hash slot as its events)."""
+    return f"{config.streams.events_prefix}.published:{{{request_id}}}"
+
+
+class Lua:
+    """The fenced scripts, registered once per Redis client (EVALSHA, reloaded on
+    NOSCRIPT after a Redis restart)."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.renew = redis.register_script(RENEW_LEASE)
+        self.release = redis.register_script(RELEASE_LEASE)
+        self.publish = redis.register_script(PUBLISH)
+        self.finish = redis.register_script(FINISH)
+        self.dead_letter = redis.register_script(DEAD_LETTER)
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The ownership a fenced step checks: this consumer holds the entry at this count."""
+
+    stream: str
+    entry_id: str
+    consumer: str
+    delivery: int
+
+    def args(self, group: str) -> list[Any]:
+        return [group, self.entry_id, self.consumer, self.delivery]
+
+
 class EventPublisher:
-    def __init__(self, redis: Redis, config: StreamsConfig, request_id: str) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        config: StreamsConfig,
+        request_id: str,
+        *,
+        fence: Fence,
+        attempt: int = 1,
+        lua: Lua | None = None,
+        hold_ttl_s: int | None = None,
+        on_lost: Callable[[], None] | None = None,
+        on_published: Callable[[int], None] | None = None,
+    ) -> None:
         self._redis = redis
         self._config = config
+        self._fence = fence
+        self._lua = lua or Lua(redis)
+        self.attempt = attempt
         self.key = config.events_key(request_id)
+        self.watermark = watermark_key(config, request_id)
+        # The watermark must outlive the run; the result shortens it to the events TTL.
+        self._hold_ttl = hold_ttl_s or config.retention.idempotency_ttl_s
+        self._on_lost = on_lost
+        self._on_published = on_published
         self.seq = 0
         self._send: MemoryObjectSendStream[tuple[bytes, int, bytes]]
         self._recv: MemoryObjectReceiveStream[tuple[bytes, int, bytes]]
         self._send, self._recv = anyio.create_memory_object_stream(math.inf)
         self._done = anyio.Event()
+        self._closed = False
         self.published = 0
+        self.lost = False
 
     def emit(self, event: Event) -> None:
         """Number and queue one event. Call from the event loop thread only."""
+        if self._closed or self.lost:
+            return
         self.seq += 1
         event.seq = self.seq
+        event.attempt = self.attempt
         self._send.send_nowait((event.__struct_config__.tag.encode(), self.seq, encode(event)))  # type: ignore[union-attr]
 
     async def run(self) -> None:
         """The flusher: drain the queue in batches until :meth:`close`."""
-        maxlen = self._config.retention.events_maxlen
         try:
             async with self._recv:
                 async for first in self._recv:
@@ -64,50 +152,74 @@ class EventPublisher:
                             batch.append(self._recv.receive_nowait())
                         except (anyio.WouldBlock, anyio.EndOfStream):
                             break
-                    async for attempt in retrying():
-                        with attempt:
-                            pipe = self._redis.pipeline(transaction=False)
-                            for etype, seq, data in batch:
-                                pipe.xadd(
-                                    self.key,
-                                    {"type": etype, "seq": seq, "data": data},
-                                    maxlen=maxlen,
-                                    approximate=True,
-                                )
-                            await pipe.execute()
+                    if self.lost:
+                        continue  # fenced out: drain and drop
+                    top = await self._publish(batch)
+                    if top < 0:
+                        self._lose()
+                        continue
                     self.published += len(batch)
+                    if self._on_published is not None:
+                        self._on_published(len(batch))
         finally:
             self._done.set()
 
+    async def _publish(self, batch: list[tuple[bytes, int, bytes]]) -> int:
+        cfg = self._config
+        f = self._fence
+        args: list[Any] = [
+            *f.args(cfg.groups.executors),
+            cfg.retention.events_maxlen,
+            self._hold_ttl,
+            self.attempt,
+        ]
+        for etype, seq, data in batch:
+            args += [etype, seq, data]
+        async for attempt in retrying():
+            with attempt:
+                top = await self._lua.publish(keys=[f.stream, self.key, self.watermark], args=args)
+        return int(top)
+
+    def _lose(self) -> None:
+        if not self.lost:
+            self.lost = True
+            log.warning("publish.fenced_out", key=self.key, entry=self._fence.entry_id)
+            if self._on_lost is not None:
+                self._on_lost()
+
     async def close(self) -> None:
         """Stop accepting events and wait until every queued one is written."""
+        self._closed = True
         await self._send.aclose()
         await self._done.wait()
 
-    async def finish(self, result: Result, job_stream: str, entry_id: str, consumer: str) -> int:
+    async def finish(self, result: Result) -> int:
         """Flush, then publish ``result`` and XACK in one fenced step (see scripts.FINISH).
 
         Returns 1 (published), 2 (a result existed: only acked) or 0 (we no longer
         own the entry: nothing published).
         """
         await self.close()
+        if self.lost:
+            return 0
         self.seq += 1
         result.seq = self.seq
+        result.attempt = self.attempt
         result.event_count = self.seq
         cfg = self._config
+        f = self._fence
         async for attempt in retrying():
             with attempt:
-                status = await self._redis.eval(  # type: ignore[misc]
-                    FINISH,
-                    2,
-                    job_stream,
-                    self.key,
-                    cfg.groups.executors,
-                    entry_id,
-                    consumer,
-                    cfg.retention.events_maxlen,
-                    cfg.retention.events_ttl_s,
-                    self.seq,
-                    encode(result),
+                status = await self._lua.finish(
+                    keys=[f.stream, self.key, self.watermark],
+                    args=[
+                        *f.args(cfg.groups.executors),
+                        cfg.retention.events_maxlen,
+                        cfg.retention.events_ttl_s,
+                        self.seq,
+                        encode(result),
+                    ],
                 )
+        if int(status) == 0:
+            self._lose()
         return int(status)

@@ -2,17 +2,29 @@
 
 Each run gets a private 0700 directory (inventory, the 0600 secrets file, runner
 artifacts) that is removed afterwards, so nothing secret is left on disk. Secrets
-reach Ansible only through that file and the environment, never argv. Cancel and
-timeout make ansible-runner kill the run's whole process group.
+reach Ansible only through that file and the environment, never argv.
+
+Cancel and timeout stop the run's whole process *tree*. ansible-runner alone would
+kill only the process group of ``ansible-playbook``, but Ansible's worker processes
+call ``setsid()``, so their task processes (a ``sleep``, a ``git clone``) would
+survive as orphans. Here the cancel callback (polled every 0.2 s) first freezes and
+kills every descendant of this run's ``ansible-playbook`` (:func:`kill_tree`), then
+lets ansible-runner finish its own cleanup. The timeout (``job.timeout_s``) is
+enforced by the same callback so it gets the same treatment. A process that
+detached from the tree on purpose (a service the playbook starts with
+``setsid``/double fork, whose parent has exited) is not part of the run and stays.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +32,7 @@ from typing import Any
 
 import ansible_runner
 
-from contracts import DeployJob, HostStats, Job, ProvisionJob
+from contracts import DeployJob, HostStats, Job, ProvisionJob, Target
 from contracts.rules import repo_clone_url
 from executor.settings import ExecutorSettings
 from executor.translate import host_stats, stats_artifacts
@@ -54,16 +66,99 @@ class OpenedSecrets:
         return out
 
 
-def _inventory(job: Job, settings: ExecutorSettings) -> str:
-    t = job.target
+def _host_line(t: Target, settings: ExecutorSettings) -> tuple[str, str]:
     if t.is_local:
-        return f"localhost ansible_connection=local ansible_python_interpreter={settings.python}\n"
+        # "local" is an alias of localhost; other local names (127.0.0.1, ::1) stay
+        # distinct inventory hosts, so a job may target two local aliases.
+        name = "localhost" if t.host == "local" else t.host
+        line = f"{name} ansible_connection=local ansible_python_interpreter={settings.python}"
+        return name, line
     parts = [t.host, f"ansible_host={t.host}", f"ansible_port={t.port}"]
     if t.user:
         parts.append(f"ansible_user={t.user}")
     if settings.ssh_key_path:
         parts.append(f"ansible_ssh_private_key_file={settings.ssh_key_path}")
-    return " ".join(parts) + "\n"
+    return t.host, " ".join(parts)
+
+
+def _inventory(job: Job, settings: ExecutorSettings) -> str:
+    """``target`` first, then the extra ``hosts`` (a name listed twice counts once)."""
+    lines: dict[str, str] = {}
+    for t in [job.target, *job.hosts]:
+        name, line = _host_line(t, settings)
+        lines.setdefault(name, line)
+    return "\n".join(lines.values()) + "\n"
+
+
+# ------------------------------------------------------------------ process trees
+def _proc_table() -> dict[int, int]:
+    """pid -> ppid of every process we can see (Linux /proc)."""
+    table: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        # comm may hold spaces and parentheses: split after the last ')'.
+        rest = stat[stat.rfind(b")") + 2 :].split()
+        table[int(entry)] = int(rest[1])
+    return table
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read()
+    except OSError:
+        return b""
+
+
+def descendants(root: int, table: dict[int, int] | None = None) -> list[int]:
+    """Every process below ``root`` (not ``root`` itself), parents before children."""
+    table = _proc_table() if table is None else table
+    children: dict[int, list[int]] = {}
+    for pid, ppid in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out: list[int] = []
+    todo = list(children.get(root, []))
+    while todo:
+        pid = todo.pop(0)
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def kill_tree(root: int) -> list[int]:
+    """SIGKILL ``root`` and all its descendants; returns the pids signalled.
+
+    Everything is frozen (SIGSTOP) first and the tree re-read until it stops
+    growing, so nothing can fork its way out between the scan and the kill.
+    """
+    frozen: list[int] = []
+    for _ in range(20):
+        fresh = [p for p in [root, *descendants(root)] if p not in frozen]
+        if not fresh:
+            break
+        for pid in fresh:
+            _signal(pid, signal.SIGSTOP)
+        frozen.extend(fresh)
+    for pid in frozen:
+        _signal(pid, signal.SIGKILL)
+    return frozen
+
+
+def _run_roots(marker: bytes) -> list[int]:
+    """Our own child processes whose command line names this run's private dir."""
+    me = os.getpid()
+    return [pid for pid, ppid in _proc_table().items() if ppid == me and marker in _cmdline(pid)]
 
 
 def _extravars(job: Job, settings: ExecutorSettings, secrets_file: Path) -> dict[str, Any]:
@@ -149,6 +244,25 @@ def _run_in(
 
     outcome = RunOutcome(status="error", rc=None)
     failed: dict[str, str] = {}
+    # The run's ansible-playbook is the only child of ours whose argv names run_dir.
+    marker = str(inventory).encode()
+    deadline = time.monotonic() + job.timeout_s
+    stopped: list[str] = []
+
+    def should_stop() -> bool:
+        if stopped:
+            return True
+        if cancel.is_set():
+            reason = "canceled"
+        elif time.monotonic() > deadline:
+            reason = "timeout"
+        else:
+            return False
+        stopped.append(reason)
+        with contextlib.suppress(Exception):  # ansible-runner kills the group anyway
+            for root in _run_roots(marker):
+                kill_tree(root)
+        return True
 
     def handler(raw: dict[str, Any]) -> bool:
         name = raw.get("event")
@@ -169,14 +283,15 @@ def _run_in(
         envvars=env,
         limit=",".join(job.limit) if job.limit else None,
         event_handler=handler,
-        cancel_callback=cancel.is_set,
-        timeout=job.timeout_s,
+        cancel_callback=should_stop,
         quiet=True,
         suppress_env_files=True,
         settings={"pexpect_timeout": _CANCEL_POLL_S, "suppress_ansible_output": True},
         ident="run",
     )
     outcome.status = str(runner.status)
+    if stopped and outcome.status in ("canceled", "failed", "error"):
+        outcome.status = stopped[0]
     outcome.rc = runner.rc
     outcome.failed_hosts = sorted(failed)
     if failed:

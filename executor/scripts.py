@@ -1,35 +1,170 @@
 """Lua scripts: the steps that must be atomic and fenced by ownership.
 
-Ownership is the consumer that holds the entry in the group's pending list
-(``XPENDING``); only the owner may renew the lease or publish the result + ACK.
+**Fencing token.** Ownership of a job entry is the pair (consumer, delivery count)
+as the group's pending list (``XPENDING``) holds it. Renewing a lease (``XCLAIM …
+JUSTID``) keeps the count; an adopter's ``XCLAIM`` increments it. So an owner that
+was declared dead and adopted -- even by a new process with the same consumer name
+-- fails every fenced step from then on: it can no longer renew, publish an event,
+publish the result or ACK. A missing group (Redis restarted without persistence)
+counts as "not the owner".
+
+**Request state.** A request's event stream is a sequence of *generations*: each
+starts with a ``submitted`` event (the orchestrator's, or the one ``dlq replay``
+writes) and ends with at most one ``result``. ``cancel_requested`` (seq 0, written
+by the orchestrator) may appear anywhere. Reading backwards, skipping
+``cancel_requested``, the first entry tells the state of the latest generation:
+``result`` -> terminal; ``submitted`` or nothing -> not started yet; anything else
+-> an executor has been running it. :data:`STATE_FN` implements that in Lua.
 """
 
 from __future__ import annotations
 
-# KEYS[1] job stream; ARGV group, entry id, consumer.
+# Shared Lua helpers, prepended to the scripts below.
+_FENCE_FN = """
+local function is_owner(stream, group, id, consumer, delivery)
+  local p = redis.pcall('XPENDING', stream, group, id, id, 1)
+  if type(p) ~= 'table' or p.err or #p == 0 then return false end
+  return p[1][2] == consumer and tonumber(p[1][4]) == tonumber(delivery)
+end
+"""
+
+# Returns 'empty' | 'submitted' | 'result' | 'running' for the latest generation
+# (looks at most 64 entries back; a longer run of cancel_requested reads as 'running').
+STATE_FN = """
+local function request_state(key)
+  local entries = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 64)
+  for _, e in ipairs(entries) do
+    local f = e[2]
+    local t = nil
+    for i = 1, #f, 2 do
+      if f[i] == 'type' then t = f[i + 1] end
+    end
+    if t ~= 'cancel_requested' then
+      if t == 'result' then return 'result' end
+      if t == 'submitted' then return 'submitted' end
+      return 'running'
+    end
+  end
+  if #entries == 64 then return 'running' end
+  return 'empty'
+end
+"""
+
+# KEYS[1] job stream; ARGV group, entry id, consumer, delivery.
 # Renew the claim (resets idle time, keeps the delivery count) only while we own it.
-RENEW_LEASE = """
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-if #p == 0 or p[1][2] ~= ARGV[3] then return 0 end
+RENEW_LEASE = (
+    _FENCE_FN
+    + """
+if not is_owner(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return 0 end
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
 return 1
 """
+)
 
-# KEYS[1] job stream, KEYS[2] events stream.
-# ARGV group, entry id, consumer, events maxlen, events ttl, seq, data.
-# Returns 1 published + acked, 2 acked only (a result existed already), 0 not the owner.
-FINISH = """
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-if #p == 0 or p[1][2] ~= ARGV[3] then return 0 end
-local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+# KEYS[1] job stream; ARGV group, entry id, consumer, delivery, idle ms.
+# Give a lease back (shutdown past its grace): the entry stays pending, owned by us,
+# but looks idle for ``idle ms`` so the next adopter takes it without waiting a lease.
+RELEASE_LEASE = (
+    _FENCE_FN
+    + """
+if not is_owner(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'IDLE', ARGV[5], 'JUSTID')
+return 1
+"""
+)
+
+# KEYS[1] job stream, KEYS[2] events stream, KEYS[3] publish watermark.
+# ARGV group, entry id, consumer, delivery, events maxlen, watermark ttl, attempt,
+#      then (type, seq, data) triples in seq order.
+# Appends the events of one batch, fenced and idempotent: the watermark holds
+# "attempt:seq" of the last event written, so a batch retried after a dropped
+# connection (its reply lost, its effect maybe applied) writes nothing twice.
+# Returns the watermark seq, or -1 when we are not the owner (nothing written).
+PUBLISH = (
+    _FENCE_FN
+    + """
+if not is_owner(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return -1 end
+local last = 0
+local w = redis.call('GET', KEYS[3])
+if w then
+  local a, s = string.match(w, '^(%d+):(%d+)$')
+  if a and tonumber(a) == tonumber(ARGV[7]) then last = tonumber(s) end
+end
+local top = last
+for i = 8, #ARGV, 3 do
+  local seq = tonumber(ARGV[i + 1])
+  if seq > top then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*',
+               'type', ARGV[i], 'seq', ARGV[i + 1], 'data', ARGV[i + 2])
+    top = seq
+  end
+end
+redis.call('SET', KEYS[3], ARGV[7] .. ':' .. top, 'EX', ARGV[6])
+return top
+"""
+)
+
+# KEYS[1] job stream, KEYS[2] events stream, KEYS[3] publish watermark.
+# ARGV group, entry id, consumer, delivery, events maxlen, events ttl, seq, data.
+# Publish the terminal result and XACK in one step, only while we own the entry.
+# Returns 1 published + acked, 2 acked only (the request already had a result:
+# never a second one), 0 not the owner (nothing done). A retry of a FINISH whose
+# reply was lost finds the entry acked and the result there, and returns 2.
+FINISH = (
+    _FENCE_FN
+    + STATE_FN
+    + """
+if not is_owner(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then
+  local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+  if type(p) == 'table' and not p.err and #p == 0 and request_state(KEYS[2]) == 'result' then
+    return 2
+  end
+  return 0
+end
 local status = 1
-if #last == 1 and last[1][2][2] == 'result' then
+if request_state(KEYS[2]) == 'result' then
   status = 2
 else
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*',
-             'type', 'result', 'seq', ARGV[6], 'data', ARGV[7])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*',
+             'type', 'result', 'seq', ARGV[7], 'data', ARGV[8])
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+redis.call('EXPIRE', KEYS[3], ARGV[6])
 return status
 """
+)
+
+# KEYS[1] job stream, KEYS[2] dead-letter stream, KEYS[3] events stream (may be a
+# placeholder when no request id is readable).
+# ARGV group, entry id, consumer, delivery, dead maxlen, events maxlen, events ttl,
+#      mode, result data, then the dead entry's fields as name/value pairs.
+# mode: 'none' publish no result; 'error' publish it unless the request already has
+# one; 'rejected' publish it only if no executor has run this generation yet (a
+# forged entry naming someone else's live request must not end that request).
+# Returns 0 not the owner (nothing done), 1 dead-lettered, 2 dead-lettered + result.
+DEAD_LETTER = (
+    _FENCE_FN
+    + STATE_FN
+    + """
+if not is_owner(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return 0 end
+local fields = {}
+for i = 10, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', unpack(fields))
+local published = 1
+if ARGV[8] ~= 'none' then
+  local state = request_state(KEYS[3])
+  local ok = false
+  if ARGV[8] == 'error' then ok = state ~= 'result' end
+  if ARGV[8] == 'rejected' then ok = state == 'empty' or state == 'submitted' end
+  if ok then
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*',
+               'type', 'result', 'seq', 1, 'data', ARGV[9])
+    redis.call('EXPIRE', KEYS[3], ARGV[7])
+    published = 2
+  end
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return published
+"""
+)

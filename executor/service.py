@@ -1,7 +1,14 @@
-"""Run an :class:`Executor` as a process: signals, metrics endpoint, clean exit."""
+"""Run an :class:`Executor` as a process: signals, metrics endpoint, clean exit.
+
+The first SIGTERM/SIGINT stops taking work and gives running playbooks the grace
+period (``shutdown-grace-s``); a second one ends the grace at once (the runs are
+cancelled and their entries given back for adoption). Either way the process
+exits 0 once every run has finished or been given back.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 
 import anyio
@@ -24,19 +31,31 @@ async def run_executor(
     *,
     signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT),
 ) -> int:
-    executor = Executor(redis, config, settings, keys)
+    from executor.metrics import start_metrics
+
+    metrics = start_metrics(settings.metrics_port, executor=settings.name)
+    if metrics.port is not None:
+        log.info("executor.metrics", port=metrics.port, executor=settings.name)
+    executor = Executor(redis, config, settings, keys, metrics=metrics)
 
     async def on_signals() -> None:
         with anyio.open_signal_receiver(*signals) as received:
             async for signum in received:
                 log.warning(
-                    "executor.signal", signal=signal.Signals(signum).name, executor=settings.name
+                    "executor.signal",
+                    signal=signal.Signals(signum).name,
+                    executor=settings.name,
+                    again=executor.stopping,
                 )
                 executor.stop()
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(on_signals)
-        await executor.serve()
-        tg.cancel_scope.cancel()
-    await redis.aclose()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(on_signals)
+            await executor.serve()
+            tg.cancel_scope.cancel()
+    finally:
+        metrics.close()
+        with anyio.move_on_after(2), contextlib.suppress(Exception):
+            await redis.aclose()
     return 0

@@ -2,24 +2,59 @@
 
 One anyio task group holds everything:
 
-- ``_read_loop``   XREADGROUP both job streams while there is capacity;
-- ``_lease_loop``  renews every entry this executor owns (fenced, see scripts);
-- ``_adopt_loop``  claims entries idle past the lease (their owner died);
-- ``_control_loop`` listens for cancel broadcasts;
+- ``_read_loop``     XREADGROUP both job streams while there is capacity;
+- ``_lease_loop``    renews every entry this executor owns (fenced, see scripts);
+- ``_adopt_loop``    claims entries idle past the lease (their owner died);
+- ``_control_loop``  listens for cancel broadcasts;
+- ``_presence_loop`` keeps ``deploystream.executor:<name>`` fresh for ``status``;
 - one ``_handle`` task per entry: intake -> dedupe -> run -> result + ACK.
 
-Only ``_handle`` ever ACKs, and only together with a terminal result (or a dead
-letter). An entry whose lease is lost is abandoned silently: its new owner runs it.
+Semantics (DESIGN.md "Executor semantics"), as implemented here:
+
+- **Attempts.** ``attempt`` = ``attempt_base`` + the entry's delivery count, where
+  ``attempt_base`` is 0 for a submitted job and, for an entry re-enqueued by
+  ``deployctl dlq replay``, the attempt its dead letter ended at. ``seq`` restarts
+  at 1 for every attempt and is gap-free within it; orchestrator-written events
+  (``submitted``, ``cancel_requested``) have seq 0. An adopted run starts with a
+  ``reclaimed`` event naming the previous owner.
+- **Fencing.** Every write a run makes (lease renewal, events, result + ACK, dead
+  letter) checks, atomically, that this consumer still holds the entry at the
+  delivery count it started with. An executor that lost its entry stops the run
+  (its whole process tree) and publishes nothing more.
+- **Dedupe.** A job whose request already has a terminal result in its latest
+  generation is ACKed and not run. ``dlq replay`` starts a new generation (it
+  writes a new ``submitted`` event first), so a replay does run.
+- **Cancel.** ``cancel_requested`` on the request's stream after its latest
+  ``submitted`` (read when the entry is taken) or a broadcast on the control stream
+  (while it runs) cancels it; cancelled before it starts, it never starts.
+- **Dead letters.** Past ``max-deliveries`` the entry goes to the dead-letter
+  stream with reason, delivery count and attempt, and an ``error`` result is
+  published unless the request already has one. Entries that fail intake are
+  dead-lettered at once; their ``rejected`` result is published only if no executor
+  has started the named request (a forged entry cannot end someone else's run).
+- **Adoption.** Entries idle longer than the lease are claimed (XCLAIM with the
+  same min-idle, so a renewal in between wins) -- but not while Redis itself has
+  been up, or this executor connected, for less than one lease: after a Redis
+  restart every entry looks idle, and owners get one lease to renew first.
+- **Shutdown.** SIGTERM stops taking work; running playbooks get the grace period,
+  then are cancelled and their entries given back (still pending, marked idle) so
+  another executor adopts them at once. A second signal ends the grace at once.
+- **Redis trouble.** Every loop retries with backoff on connection errors and
+  busy/loading replies, recreates the group on NOGROUP, and logs anything else
+  without dying.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
+import random
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
@@ -42,13 +77,14 @@ from contracts import (
 from contracts.codec import DecodeError
 from deploystream.keys import ExecutorKeys
 from deploystream.redact import Redactor
-from deploystream.redis_conn import TRANSIENT
 from executor import intake
-from executor.publisher import EventPublisher, retrying
+from executor.publisher import EventPublisher, Fence, Lua, retryable, retrying
 from executor.runner import OpenedSecrets, RunOutcome, run_playbook
-from executor.scripts import RENEW_LEASE
 from executor.settings import ExecutorSettings
 from executor.translate import translate
+
+if TYPE_CHECKING:
+    from executor.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +94,31 @@ _STATUS_MAP = {
     "timeout": "timeout",
     "canceled": "canceled",
 }
+# Fields the executor adds to a dead letter (and the replay metadata of an entry);
+# dropped from the original fields so a dead letter of a replay is not ambiguous.
+_DEAD_META = (
+    b"reason",
+    b"delivery_count",
+    b"attempt",
+    b"source_stream",
+    b"source_id",
+    b"executor",
+    b"dead_at",
+)
+ATTEMPT_BASE_FIELD = b"attempt_base"
+REPLAY_OF_FIELD = b"replay_of"
+_STATE_PAGE_FIRST = 16
+_STATE_PAGE_MAX = 1000
+
+
+def attempt_base(fields: dict[bytes, bytes]) -> int:
+    """The ``attempt_base`` of an entry (0 unless ``dlq replay`` wrote it)."""
+    raw = fields.get(ATTEMPT_BASE_FIELD, b"0")
+    try:
+        base = int(raw)
+    except ValueError:
+        return 0
+    return base if 0 <= base <= 1_000_000 else 0
 
 
 @dataclass
@@ -66,12 +127,29 @@ class Owned:
 
     stream: str
     entry_id: str
+    delivery: int = 1  # the delivery count we hold it at: our fencing token
     request_id: str | None = None
     started: float = field(default_factory=time.time)
     cancel: threading.Event = field(default_factory=threading.Event)
     canceled_by: str | None = None
     lost: bool = False  # lease lost: another executor owns it now
-    abandoned: bool = False  # shutdown: leave pending for adoption
+    abandoned: bool = False  # shutdown: give it back for adoption
+
+    def fence(self, consumer: str) -> Fence:
+        return Fence(self.stream, self.entry_id, consumer, self.delivery)
+
+
+@dataclass(frozen=True)
+class RequestState:
+    """The latest generation of a request, read from its event stream (see scripts)."""
+
+    kind: str  # empty | submitted | running | result
+    canceled: bool = False
+    canceled_by: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.kind == "result"
 
 
 class Executor:
@@ -81,18 +159,28 @@ class Executor:
         config: StreamsConfig,
         settings: ExecutorSettings,
         keys: ExecutorKeys,
+        metrics: Metrics | None = None,
     ) -> None:
+        if metrics is None:
+            from executor.metrics import NULL_METRICS
+
+            metrics = NULL_METRICS
         self.redis = redis
         self.config = config
         self.settings = settings
         self.keys = keys
+        self.metrics = metrics
         self.name = settings.name
         self.group = config.groups.executors
+        self.lua = Lua(redis)
         self._owned: dict[tuple[str, str], Owned] = {}
         self._slots = anyio.Semaphore(config.executor.concurrency)
         self._capacity = anyio.Event()
         self._stopping = anyio.Event()
+        self._hurry = anyio.Event()
         self._idle = anyio.Event()
+        self._failures: dict[str, int] = {}
+        self._trouble_at = -math.inf  # monotonic time of the last Redis connection trouble
         self.log = log.bind(executor=self.name)
         self.completed = 0
 
@@ -106,14 +194,24 @@ class Executor:
                     raise
 
     def stop(self) -> None:
-        """Stop taking work (SIGTERM). Running jobs get the grace period."""
+        """Stop taking work (SIGTERM). Running jobs get the grace period; a second
+        call ends the grace period at once."""
+        if self._stopping.is_set():
+            self._hurry.set()
         self._stopping.set()
         self._capacity.set()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        async for attempt in retrying():
-            with attempt:
+        while True:
+            try:
                 await self.ensure_groups()
+                break
+            except Exception as exc:
+                await self._recover("start", exc)
         self.log.info("executor.started", concurrency=self.config.executor.concurrency)
         async with anyio.create_task_group() as tg:
             background = anyio.CancelScope()
@@ -132,13 +230,27 @@ class Executor:
             await self._read_loop(tg)
             await self._drain()
             background.cancel()
-        await self.redis.delete(self.config.executor_key(self.name))
+        with anyio.move_on_after(2), contextlib.suppress(Exception):
+            await self.redis.delete(self.config.executor_key(self.name))
         self.log.info("executor.stopped", completed=self.completed)
 
     async def _drain(self) -> None:
         grace = self.config.executor.shutdown_grace_s
+        if self._owned:
+            self.log.info("executor.draining", running=len(self._owned), grace_s=grace)
         with anyio.move_on_after(grace):
-            await self._wait_idle()
+            async with anyio.create_task_group() as tg:
+
+                async def idle() -> None:
+                    await self._wait_idle()
+                    tg.cancel_scope.cancel()
+
+                async def hurry() -> None:
+                    await self._hurry.wait()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(idle)
+                tg.start_soon(hurry)
         for owned in list(self._owned.values()):
             self.log.warning("executor.abandon", request_id=owned.request_id)
             owned.abandoned = True
@@ -149,6 +261,29 @@ class Executor:
         while self._owned:
             self._idle = anyio.Event()
             await self._idle.wait()
+
+    # ---------------------------------------------------------------- Redis trouble
+    async def _recover(self, where: str, exc: BaseException) -> None:
+        """Log, repair what can be repaired (NOGROUP), back off. Never raises."""
+        n = self._failures.get(where, 0) + 1
+        self._failures[where] = n
+        delay = min(2.0, 0.05 * 2 ** min(n, 6)) * (0.5 + random.random() / 2)
+        if retryable(exc):
+            self._trouble_at = time.monotonic()
+            if n == 1 or n % 20 == 0:
+                self.log.warning("redis.unavailable", where=where, error=str(exc), tries=n)
+        elif isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
+            # Redis came back without our data (no persistence): recreate the group.
+            self.log.warning("redis.group_missing", where=where)
+            with contextlib.suppress(Exception):
+                await self.ensure_groups()
+        else:
+            self.log.error("loop.error", where=where, error=repr(exc), exc_info=exc)
+            delay = max(delay, 1.0)
+        await anyio.sleep(delay)
+
+    def _ok(self, where: str) -> None:
+        self._failures.pop(where, None)
 
     # ---------------------------------------------------------------- loops
     async def _read_loop(self, tg: TaskGroup) -> None:
@@ -168,21 +303,20 @@ class Executor:
                     count=free,
                     block=cfg.executor.block_ms,
                 )
-            except TRANSIENT as exc:
-                self.log.warning("redis.unavailable", error=str(exc))
-                await anyio.sleep(0.5)
+            except Exception as exc:
+                await self._recover("read", exc)
                 continue
-            except ResponseError as exc:
-                if "NOGROUP" in str(exc):  # Redis restarted without persistence
-                    await self.ensure_groups()
-                    continue
-                raise
+            self._ok("read")
             for stream_b, entries in reply or []:
                 stream = stream_b.decode()
                 for entry_id_b, fields in entries:
-                    entry_id = entry_id_b.decode()
-                    owned = Owned(stream, entry_id)
-                    self._owned[(stream, entry_id)] = owned
+                    # A new entry (``>``) is always at delivery count 1.
+                    owned = Owned(stream, entry_id_b.decode(), delivery=1)
+                    if self._stopping.is_set():
+                        # Read while SIGTERM arrived: give it straight back.
+                        tg.start_soon(self._release, owned)
+                        continue
+                    self._owned[(stream, owned.entry_id)] = owned
                     tg.start_soon(self._handle, owned, fields, None)
 
     async def _lease_loop(self) -> None:
@@ -195,16 +329,39 @@ class Executor:
             try:
                 pipe = self.redis.pipeline(transaction=False)
                 for o in owned:
-                    pipe.eval(RENEW_LEASE, 1, o.stream, self.group, o.entry_id, self.name)
-                replies = await pipe.execute()
-            except TRANSIENT as exc:
+                    await self.lua.renew(
+                        keys=[o.stream], args=o.fence(self.name).args(self.group), client=pipe
+                    )
+                replies = await pipe.execute(raise_on_error=False)
+            except Exception as exc:
                 self.log.warning("lease.renew_failed", error=str(exc))
+                await self._recover("lease", exc)
                 continue
+            self._ok("lease")
             for o, ok in zip(owned, replies, strict=True):
-                if not ok and not o.lost:
+                if isinstance(ok, Exception):
+                    self.log.warning("lease.renew_error", entry=o.entry_id, error=str(ok))
+                elif not ok and not o.lost:
                     self.log.error("lease.lost", request_id=o.request_id, entry=o.entry_id)
-                    o.lost = True
-                    o.cancel.set()
+                    self._lose(o)
+
+    def _lose(self, owned: Owned) -> None:
+        owned.lost = True
+        owned.cancel.set()
+
+    async def _adoption_allowed(self) -> bool:
+        """Not within one lease of a Redis restart or of our own connection trouble:
+        after either, every entry looks idle and its owner has not had a chance to
+        renew yet."""
+        lease_s = self.config.executor.lease_ms / 1000
+        if time.monotonic() - self._trouble_at < lease_s:
+            return False
+        try:
+            info = await self.redis.info("server")
+        except ResponseError:  # INFO disabled (managed Redis): rely on our own view
+            return True
+        uptime = int(info.get("uptime_in_seconds", 1 << 30))
+        return uptime >= math.ceil(lease_s) + 1
 
     async def _adopt_loop(self, tg: TaskGroup) -> None:
         cfg = self.config
@@ -213,42 +370,53 @@ class Executor:
             await anyio.sleep(interval)
             if self._stopping.is_set():
                 return
-            for stream in cfg.job_streams:
-                free = cfg.executor.concurrency - len(self._owned)
-                if free <= 0:
-                    break
-                try:
+            try:
+                if not await self._adoption_allowed():
+                    continue
+                for stream in cfg.job_streams:
+                    free = cfg.executor.concurrency - len(self._owned)
+                    if free <= 0 or self._stopping.is_set():
+                        break
                     await self._adopt(stream, free, tg)
-                except TRANSIENT as exc:
-                    self.log.warning("adopt.failed", error=str(exc))
-                except ResponseError as exc:
-                    if "NOGROUP" in str(exc):
-                        await self.ensure_groups()
-                    else:
-                        raise
+            except Exception as exc:
+                await self._recover("adopt", exc)
+                continue
+            self._ok("adopt")
 
     async def _adopt(self, stream: str, count: int, tg: TaskGroup) -> None:
         lease = self.config.executor.lease_ms
         pending: list[dict[str, Any]] = await self.redis.xpending_range(
-            stream, self.group, min="-", max="+", count=count, idle=lease
+            stream, self.group, min="-", max="+", count=count + len(self._owned), idle=lease
         )
+        taken = 0
         for p in pending:
+            if taken >= count or self._stopping.is_set():
+                return
             entry_id = p["message_id"].decode()
             previous = p["consumer"].decode()
-            if previous == self.name and (stream, entry_id) in self._owned:
+            if (stream, entry_id) in self._owned:
                 continue
+            # Same min-idle as the query: a renewal in between makes the claim fail.
             claimed = await self.redis.xclaim(stream, self.group, self.name, lease, [entry_id])
             if not claimed:
                 continue
             for claimed_id, fields in claimed:
-                if fields is None:  # trimmed away while pending: nothing to run
+                if not fields:  # trimmed away while pending: nothing to run
                     await self.redis.xack(stream, self.group, claimed_id)
                     continue
-                owned = Owned(stream, entry_id)
+                rows = await self.redis.xpending_range(
+                    stream, self.group, min=entry_id, max=entry_id, count=1
+                )
+                delivery = (
+                    int(rows[0]["times_delivered"]) if rows else int(p["times_delivered"]) + 1
+                )
+                owned = Owned(stream, entry_id, delivery=delivery)
                 self._owned[(stream, entry_id)] = owned
-                delivery = int(p["times_delivered"]) + 1
-                self.log.warning("adopt.claimed", entry=entry_id, previous_owner=previous)
-                tg.start_soon(self._handle, owned, fields, (previous, delivery))
+                taken += 1
+                self.log.warning(
+                    "adopt.claimed", entry=entry_id, previous_owner=previous, delivery=delivery
+                )
+                tg.start_soon(self._handle, owned, fields, previous)
 
     async def _control_loop(self, *, task_status: TaskStatus[None]) -> None:
         stream = self.config.streams.control
@@ -268,13 +436,13 @@ class Executor:
                     started = True
                     task_status.started()
                 reply = await self.redis.xread({stream: last}, block=1000, count=100)
-            except TRANSIENT as exc:
-                self.log.warning("control.unavailable", error=str(exc))
+            except Exception as exc:
                 if not started:
                     started = True
                     task_status.started()
-                await anyio.sleep(0.5)
+                await self._recover("control", exc)
                 continue
+            self._ok("control")
             for _, entries in reply or []:
                 for entry_id, fields in entries:
                     last = entry_id.decode()
@@ -299,15 +467,22 @@ class Executor:
                         "name": self.name,
                         "host": socket.gethostname(),
                         "pid": os.getpid(),
+                        "state": "stopping" if self._stopping.is_set() else "running",
+                        "concurrency": self.config.executor.concurrency,
                         "running": len(self._owned),
+                        "requests": ",".join(
+                            o.request_id for o in self._owned.values() if o.request_id
+                        ),
                         "completed": self.completed,
                         "seen": time.time(),
                         "playbooks": ",".join(self.settings.playbook_names()),
                     },
                 )
                 await self.redis.expire(key, ttl)
-            except TRANSIENT:
-                pass
+            except Exception as exc:
+                await self._recover("presence", exc)
+                continue
+            self._ok("presence")
             await anyio.sleep(min(5.0, ttl / 3))
 
     # ---------------------------------------------------------------- one entry
@@ -315,59 +490,115 @@ class Executor:
         self,
         owned: Owned,
         fields: dict[bytes, bytes],
-        reclaimed: tuple[str, int] | None,
+        reclaimed_from: str | None,
     ) -> None:
         try:
-            await self._process(owned, fields, reclaimed)
+            await self._process(owned, fields, reclaimed_from)
         except Exception:
             # A bug must not kill the executor; the entry stays pending for adoption
             # and, past max deliveries, the dead-letter stream.
             self.log.exception("handle.crashed", entry=owned.entry_id)
+            owned.cancel.set()
         finally:
             self._owned.pop((owned.stream, owned.entry_id), None)
             self._capacity.set()
             self._idle.set()
 
-    async def _delivery_count(self, owned: Owned) -> int:
-        rows = await self.redis.xpending_range(
-            owned.stream, self.group, min=owned.entry_id, max=owned.entry_id, count=1
-        )
-        return int(rows[0]["times_delivered"]) if rows else 1
+    async def _request_state(self, key: str) -> RequestState:
+        """Read the request's stream backwards to its latest ``submitted`` event."""
+        top = "+"
+        page = _STATE_PAGE_FIRST
+        first: bytes | None = None
+        cancel_data: bytes | None = None
+        while True:
+            async for attempt in retrying():
+                with attempt:
+                    entries = await self.redis.xrevrange(key, max=top, min="-", count=page)
+            for _, fields in entries:
+                etype = fields.get(b"type", b"")
+                if etype == b"cancel_requested":
+                    cancel_data = cancel_data or fields.get(b"data", b"")
+                    continue
+                if first is None:
+                    first = etype
+                    if etype == b"result":
+                        return RequestState("result")
+                if etype == b"submitted":
+                    break
+            else:
+                if len(entries) == page:
+                    top = "(" + entries[-1][0].decode()
+                    page = min(page * 4, _STATE_PAGE_MAX)
+                    continue
+            break
+        kind = {None: "empty", b"submitted": "submitted"}.get(first, "running")
+        by = None
+        if cancel_data is not None:
+            with contextlib.suppress(DecodeError):
+                by = getattr(decode_event(cancel_data), "by", None)
+        return RequestState(kind, canceled=cancel_data is not None, canceled_by=by)
 
     async def _process(
         self,
         owned: Owned,
         fields: dict[bytes, bytes],
-        reclaimed: tuple[str, int] | None,
+        reclaimed_from: str | None,
     ) -> None:
-        delivery = reclaimed[1] if reclaimed else await self._delivery_count(owned)
+        delivery = owned.delivery
+        attempt_no = attempt_base(fields) + delivery
         verdict = intake.examine(owned.stream, fields, self.keys, self.settings)
         if isinstance(verdict, intake.Rejected):
             await self._dead_letter(
-                owned, fields, verdict.reason, delivery, verdict.request_id, status="rejected"
+                owned,
+                fields,
+                verdict.reason,
+                verdict.request_id,
+                mode="rejected",
+                attempt_no=attempt_no,
             )
+            self.metrics.job_refused("unknown", "rejected")
             return
         job = verdict.job
+        kind = job_kind(job)
         owned.request_id = job.request_id
         bound = self.log.bind(request_id=job.request_id)
+        key = self.config.events_key(job.request_id)
+        state = await self._request_state(key)
+        if state.terminal:
+            bound.info("job.duplicate", entry=owned.entry_id)
+            async for attempt in retrying():
+                with attempt:
+                    await self.redis.xack(owned.stream, self.group, owned.entry_id)
+            return
         if delivery > self.config.executor.max_deliveries:
             reason = (
                 f"delivered {delivery} times (max {self.config.executor.max_deliveries}): "
-                "its executors died while running it"
+                "its executors died or lost it while running it"
             )
-            await self._dead_letter(owned, fields, reason, delivery, job.request_id, status="error")
+            await self._dead_letter(
+                owned, fields, reason, job.request_id, mode="error", attempt_no=attempt_no
+            )
+            self.metrics.job_refused(kind, "error")
             return
-        publisher = EventPublisher(self.redis, self.config, job.request_id)
-        last_type = await self._last_event_type(publisher.key)
-        if last_type == "result":
-            bound.info("job.duplicate", entry=owned.entry_id)
-            await self.redis.xack(owned.stream, self.group, owned.entry_id)
-            return
-        attempt_no = delivery
+        publisher = EventPublisher(
+            self.redis,
+            self.config,
+            job.request_id,
+            fence=owned.fence(self.name),
+            attempt=attempt_no,
+            lua=self.lua,
+            hold_ttl_s=self.config.retention.events_ttl_s + job.timeout_s,
+            on_lost=lambda: self._lose(owned),
+            on_published=self.metrics.events_published,
+        )
         now = time.time()
+        if reclaimed_from is None and attempt_no == 1:
+            self.metrics.queue_wait(kind, now - job.submitted_at)
+        ran = False
         async with anyio.create_task_group() as tg:
             tg.start_soon(publisher.run)
-            if reclaimed:
+            if reclaimed_from is not None:
+                self.metrics.reclaimed()
                 publisher.emit(
                     Reclaimed(
                         request_id=job.request_id,
@@ -375,7 +606,7 @@ class Executor:
                         ts=now,
                         attempt=attempt_no,
                         executor=self.name,
-                        previous_owner=reclaimed[0],
+                        previous_owner=reclaimed_from,
                         delivery_count=delivery,
                     )
                 )
@@ -387,30 +618,54 @@ class Executor:
                     attempt=attempt_no,
                     executor=self.name,
                     delivery_count=delivery,
-                    kind=job_kind(job),
+                    kind=kind,
                 )
             )
-            if last_type == "cancel_requested":
+            if state.canceled or owned.cancel.is_set():
+                owned.canceled_by = owned.canceled_by or state.canceled_by
                 outcome = RunOutcome(status="canceled", rc=None, error="canceled before it started")
             else:
                 bound.info("job.accepted", playbook=job.playbook, delivery=delivery)
+                ran = True
+                self.metrics.job_started(kind)
                 outcome = await self._run(owned, job, verdict.playbook, publisher, attempt_no)
             if owned.lost or owned.abandoned:
                 bound.warning("job.released", lost=owned.lost, abandoned=owned.abandoned)
                 await publisher.close()
+                if ran:
+                    self.metrics.job_released()
+                if owned.abandoned and not owned.lost:
+                    await self._release(owned)
                 return
             result = self._result(job, outcome, attempt_no, owned, now)
-            status = await publisher.finish(result, owned.stream, owned.entry_id, self.name)
+            status = await publisher.finish(result)
+        if status == 0:
+            bound.warning("job.released", lost=True, at="finish")
+            if ran:
+                self.metrics.job_released()
+            return
         self.completed += 1
+        if ran:
+            self.metrics.job_finished(kind, result.status, time.time() - now)
+        else:
+            self.metrics.job_refused(kind, result.status)
         bound.info(
             "job.finished", status=result.status, published=status, events=result.event_count
         )
 
-    async def _last_event_type(self, key: str) -> str | None:
-        last = await self.redis.xrevrange(key, count=1)
-        if not last:
-            return None
-        return last[0][1].get(b"type", b"").decode() or None
+    async def _release(self, owned: Owned) -> None:
+        """Give an entry back: pending, still ours, but idle past the lease (fenced)."""
+        lease = self.config.executor.lease_ms
+        try:
+            with anyio.fail_after(10):
+                async for attempt in retrying():
+                    with attempt:
+                        await self.lua.release(
+                            keys=[owned.stream],
+                            args=[*owned.fence(self.name).args(self.group), lease],
+                        )
+        except Exception as exc:  # it will be adopted after a lease anyway
+            self.log.warning("lease.release_failed", entry=owned.entry_id, error=str(exc))
 
     async def _run(
         self,
@@ -444,7 +699,10 @@ class Executor:
                 line_max=line_max,
             )
             if event is not None:
-                anyio.from_thread.run_sync(publisher.emit, event)
+                try:
+                    anyio.from_thread.run_sync(publisher.emit, event)
+                except Exception:  # the loop is shutting down: the run is being stopped
+                    owned.cancel.set()
 
         async with self._slots:
             if owned.cancel.is_set():
@@ -476,7 +734,8 @@ class Executor:
         if status == "timeout":
             error = error or f"timed out after {job.timeout_s} s"
         if status == "canceled":
-            error = error or f"canceled by {owned.canceled_by or 'request'}"
+            by = f"canceled by {owned.canceled_by or 'request'}"
+            error = f"{error} ({by})" if error else by
         url = outcome.artifacts.get("deployed_url") if status == "success" else None
         return Result(
             request_id=job.request_id,
@@ -499,51 +758,74 @@ class Executor:
         owned: Owned,
         fields: dict[bytes, bytes],
         reason: str,
-        delivery: int,
         request_id: str | None,
         *,
-        status: str,
+        mode: str,
+        attempt_no: int,
     ) -> None:
+        """Move the entry to the dead-letter stream, ACK it and (per ``mode``, see
+        scripts.DEAD_LETTER) publish a terminal result -- one fenced step."""
         cfg = self.config
         self.log.warning(
             "job.dead_lettered", reason=reason, request_id=request_id, entry=owned.entry_id
         )
-        dead: dict[Any, Any] = dict(fields)
-        dead.update(
-            {
-                b"reason": reason.encode(),
-                b"delivery_count": str(delivery).encode(),
-                b"source_stream": owned.stream.encode(),
-                b"source_id": owned.entry_id.encode(),
-                b"executor": self.name.encode(),
-                b"dead_at": str(time.time()).encode(),
-            }
-        )
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.xadd(
-            cfg.dead_key(owned.stream), dead, maxlen=cfg.retention.dead_maxlen, approximate=True
-        )
-        if request_id is not None:
-            key = cfg.events_key(request_id)
-            result = Result(
-                request_id=request_id,
-                seq=1,
-                ts=time.time(),
-                attempt=delivery,
-                status=status,  # type: ignore[arg-type]
-                error=reason,
-                event_count=1,
-                executor=self.name,
+        dead: list[Any] = []
+        for k, v in fields.items():
+            if k not in _DEAD_META:
+                dead += [k, v]
+        dead += [
+            b"reason",
+            reason.encode(),
+            b"delivery_count",
+            str(owned.delivery).encode(),
+            b"attempt",
+            str(attempt_no).encode(),
+            b"source_stream",
+            owned.stream.encode(),
+            b"source_id",
+            owned.entry_id.encode(),
+            b"executor",
+            self.name.encode(),
+            b"dead_at",
+            str(time.time()).encode(),
+        ]
+        dead_key = cfg.dead_key(owned.stream)
+        result = b""
+        if request_id is None:
+            mode = "none"
+            events_key = dead_key  # placeholder, untouched in mode 'none'
+        else:
+            events_key = cfg.events_key(request_id)
+            result = encode(
+                Result(
+                    request_id=request_id,
+                    seq=1,
+                    ts=time.time(),
+                    attempt=attempt_no,
+                    status="rejected" if mode == "rejected" else "error",
+                    error=reason,
+                    event_count=1,
+                    executor=self.name,
+                )
             )
-            pipe.xadd(
-                key,
-                {"type": "result", "seq": 1, "data": encode(result)},
-                maxlen=cfg.retention.events_maxlen,
-                approximate=True,
-            )
-            pipe.expire(key, cfg.retention.events_ttl_s)
-        pipe.xack(owned.stream, self.group, owned.entry_id)
-        await pipe.execute()
+        async for attempt in retrying():
+            with attempt:
+                done = await self.lua.dead_letter(
+                    keys=[owned.stream, dead_key, events_key],
+                    args=[
+                        *owned.fence(self.name).args(self.group),
+                        cfg.retention.dead_maxlen,
+                        cfg.retention.events_maxlen,
+                        cfg.retention.events_ttl_s,
+                        mode,
+                        result,
+                        *dead,
+                    ],
+                )
+        if int(done) == 0:
+            self.log.warning("dead_letter.not_owner", entry=owned.entry_id)
+            return
+        self.metrics.dead_lettered(owned.stream)
 
 
 def decode_result_fields(fields: dict[bytes, bytes]) -> Result | None:

@@ -1,13 +1,23 @@
-"""The stream client: submit jobs, tail a request's events live, cancel, retry.
+"""The stream client: submit jobs, tail a request's events live, cancel, retry,
+and the operator's dead-letter view.
 
 This is the only place the orchestrator side touches the job and event streams;
 the graph reaches it through :class:`orchestrator.gateway.JobGateway`.
+
+Generations: a request's event stream starts with ``submitted`` and ends with one
+terminal ``result``. ``dlq replay`` re-enqueues a dead-lettered job *as the same
+request*: it appends a new ``submitted`` event (a new generation) and the job entry
+(with ``attempt_base``, so the new attempts are numbered after the old ones). A
+``result`` followed by a later ``submitted`` is therefore not the last word;
+:meth:`StreamClient.events` reads on to the result of the latest generation, and
+:meth:`StreamClient.last_result` answers for the latest generation only.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import structlog
 from redis.asyncio import Redis
@@ -23,6 +33,7 @@ from contracts import (
     StreamsConfig,
     Submitted,
     decode_event,
+    decode_job,
     encode,
     job_kind,
 )
@@ -30,6 +41,7 @@ from contracts.requests import DeployRequest
 from deploystream.errors import BadInputError, StreamGapError
 from deploystream.keys import OrchestratorKeys
 from deploystream.redis_conn import TRANSIENT
+from executor.scripts import STATE_FN
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +62,113 @@ redis.call('XADD', KEYS[i + 2], 'MAXLEN', '~', ARGV[7], '*',
            'job', ARGV[4], 'sig', ARGV[5], 'kid', ARGV[6])
 return ARGV[1]
 """
+
+
+# KEYS[1] events key. ARGV[1] the cancel_requested entry's data.
+# Returns 1 written, 0 the request already has a result, -1 no such request.
+_CANCEL = (
+    STATE_FN
+    + """
+local state = request_state(KEYS[1])
+if state == 'result' then return 0 end
+if state == 'empty' and redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+redis.call('XADD', KEYS[1], '*', 'type', 'cancel_requested', 'seq', 0, 'data', ARGV[1])
+return 1
+"""
+)
+
+# KEYS[1] dead-letter stream, KEYS[2] job stream, KEYS[3] events key (or KEYS[1] when
+# the request id is unknown). ARGV dead entry id, submitted event ('' = none), events
+# ttl, jobs maxlen, then the new entry's fields. Returns the new entry id, or nil when
+# the dead letter is gone (already replayed).
+_REPLAY = """
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return false end
+if ARGV[2] ~= '' then
+  redis.call('XADD', KEYS[3], '*', 'type', 'submitted', 'seq', 0, 'data', ARGV[2])
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
+end
+local fields = {}
+for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(fields))
+"""
+
+# Fields an executor adds to a dead letter, and the replay metadata of an entry.
+_DEAD_META = frozenset(
+    {
+        b"reason",
+        b"delivery_count",
+        b"attempt",
+        b"source_stream",
+        b"source_id",
+        b"executor",
+        b"dead_at",
+        b"attempt_base",
+        b"replay_of",
+    }
+)
+
+
+def _int(raw: bytes | None, default: int = 0) -> int:
+    try:
+        return int(raw) if raw is not None else default
+    except ValueError:
+        return default
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One entry of a dead-letter stream: the original fields plus why it died."""
+
+    stream: str
+    entry_id: str
+    fields: dict[bytes, bytes]
+
+    def _text(self, name: bytes) -> str | None:
+        raw = self.fields.get(name)
+        return raw.decode("utf-8", "replace") if raw is not None else None
+
+    @property
+    def reason(self) -> str:
+        return self._text(b"reason") or ""
+
+    @property
+    def delivery_count(self) -> int:
+        return _int(self.fields.get(b"delivery_count"))
+
+    @property
+    def attempt(self) -> int:
+        """The attempt its dead letter ended (older entries: base + deliveries)."""
+        if b"attempt" in self.fields:
+            return _int(self.fields[b"attempt"])
+        return _int(self.fields.get(b"attempt_base")) + self.delivery_count
+
+    @property
+    def source_stream(self) -> str:
+        return self._text(b"source_stream") or ""
+
+    def job(self) -> Job | None:
+        try:
+            return decode_job(self.fields.get(b"job", b""))
+        except (DecodeError, ValueError):
+            return None
+
+    def as_dict(self) -> dict[str, object]:
+        job = self.job()
+        return {
+            "entry_id": self.entry_id,
+            "stream": self.stream,
+            "source_stream": self.source_stream,
+            "source_id": self._text(b"source_id"),
+            "request_id": job.request_id if job else None,
+            "kind": job_kind(job) if job else None,
+            "playbook": job.playbook if job else None,
+            "reason": self.reason,
+            "delivery_count": self.delivery_count,
+            "attempt": self.attempt,
+            "executor": self._text(b"executor"),
+            "dead_at": float(self._text(b"dead_at") or 0) or None,
+            "replay_of": self._text(b"replay_of"),
+        }
 
 
 def _retrying() -> AsyncRetrying:
@@ -155,8 +274,15 @@ class StreamClient:
                             )
                         seen[event.attempt] = event.seq
                     yield entry_id, event
-                    if isinstance(event, Result):
+                    if isinstance(event, Result) and not await self._superseded(key, entry_id):
                         return
+
+    async def _superseded(self, key: str, result_id: str) -> bool:
+        """A ``submitted`` after this result: the request was replayed (new generation)."""
+        async for attempt in _retrying():
+            with attempt:
+                later = await self.redis.xrange(key, min=f"({result_id}", max="+", count=64)
+        return any(fields.get(b"type") == b"submitted" for _, fields in later)
 
     async def first_event(self, request_id: str) -> Submitted | None:
         entries = await self.redis.xrange(self.config.events_key(request_id), count=1)
@@ -166,34 +292,132 @@ class StreamClient:
         return event if isinstance(event, Submitted) else None
 
     async def last_result(self, request_id: str) -> Result | None:
-        entries = await self.redis.xrevrange(self.config.events_key(request_id), count=1)
-        if not entries or entries[0][1].get(b"type") != b"result":
-            return None
-        event = decode_event(entries[0][1][b"data"])
-        return event if isinstance(event, Result) else None
+        """The terminal result of the request's latest generation, if it has one."""
+        entries = await self.redis.xrevrange(self.config.events_key(request_id), count=64)
+        for _, fields in entries:
+            etype = fields.get(b"type")
+            if etype == b"cancel_requested":
+                continue
+            if etype != b"result":
+                return None
+            event = decode_event(fields[b"data"])
+            return event if isinstance(event, Result) else None
+        return None
 
     async def cancel(self, request_id: str, reason: str = "") -> bool:
-        """Broadcast a cancel. False when the request has already finished."""
-        if await self.last_result(request_id) is not None:
-            return False
+        """Ask for a cancel. False when the request has already finished.
+
+        The ``cancel_requested`` event goes on the request's stream atomically with
+        the check that it has no result yet (an executor that has not started the
+        job sees it there and never starts it); then a broadcast on the control
+        stream reaches the executor running it. Raises BadInputError for an unknown
+        (or expired) request.
+        """
         cfg = self.config
         now = time.time()
         note = CancelRequested(
             request_id=request_id, seq=0, ts=now, attempt=0, by=self.name, reason=reason
         )
-        pipe = self.redis.pipeline(transaction=False)
-        # On the request's stream first: an executor that has not started it yet sees it.
-        pipe.xadd(
-            cfg.events_key(request_id), {"type": "cancel_requested", "seq": 0, "data": encode(note)}
-        )
-        pipe.xadd(
-            cfg.streams.control,
-            {"data": encode(Cancel(request_id=request_id, by=self.name, ts=now, reason=reason))},
-            maxlen=cfg.retention.control_maxlen,
-            approximate=True,
-        )
-        await pipe.execute()
+        async for attempt in _retrying():
+            with attempt:
+                written = await self.redis.eval(  # type: ignore[misc]
+                    _CANCEL, 1, cfg.events_key(request_id), encode(note)
+                )
+        if int(written) < 0:
+            raise BadInputError(f"no request {request_id} (unknown, or its events expired)")
+        if int(written) == 0:
+            return False
+        async for attempt in _retrying():
+            with attempt:
+                await self.redis.xadd(
+                    cfg.streams.control,
+                    {
+                        "data": encode(
+                            Cancel(request_id=request_id, by=self.name, ts=now, reason=reason)
+                        )
+                    },
+                    maxlen=cfg.retention.control_maxlen,
+                    approximate=True,
+                )
+        log.info("job.cancel_requested", request_id=request_id)
         return True
+
+    # ------------------------------------------------------------------ dead letters
+    async def dead_letters(self, count: int = 1000) -> list[DeadLetter]:
+        """Entries of every dead-letter stream, oldest first within each stream."""
+        out: list[DeadLetter] = []
+        for stream in self.config.job_streams:
+            dead = self.config.dead_key(stream)
+            for entry_id, fields in await self.redis.xrange(dead, count=count):
+                out.append(DeadLetter(dead, entry_id.decode(), dict(fields)))
+        return out
+
+    async def dead_letter(self, entry_id: str) -> DeadLetter | None:
+        for stream in self.config.job_streams:
+            dead = self.config.dead_key(stream)
+            found = await self.redis.xrange(dead, min=entry_id, max=entry_id, count=1)
+            if found:
+                return DeadLetter(dead, entry_id, dict(found[0][1]))
+        return None
+
+    async def replay_dead_letter(self, entry_id: str) -> tuple[DeadLetter, str]:
+        """Re-enqueue a dead letter as a new delivery of the *same* request.
+
+        The entry moves (atomically, once) from the dead-letter stream back to its
+        job stream with ``attempt_base`` = the attempt its dead letter ended, so the
+        new attempts are numbered after the old ones, and ``replay_of`` = its dead
+        letter id. A new ``submitted`` event on the request's stream starts a new
+        generation, so the executors' dedupe (which skips requests whose latest
+        generation has a result) runs it, and tails read on to its new result.
+        The signature still holds: it covers the job payload and the job stream,
+        both unchanged. Returns the dead letter and the new entry id.
+        """
+        cfg = self.config
+        dead = await self.dead_letter(entry_id)
+        if dead is None:
+            raise BadInputError(f"no dead letter {entry_id} (unknown, or already replayed)")
+        source = dead.source_stream or dead.stream.removesuffix(cfg.streams.dead_suffix)
+        if source not in cfg.job_streams:
+            raise BadInputError(f"dead letter {entry_id} names no job stream ({source!r})")
+        job = dead.job()
+        fields: list[bytes] = []
+        for k, v in dead.fields.items():
+            if k not in _DEAD_META:
+                fields += [k, v]
+        fields += [b"attempt_base", str(dead.attempt).encode(), b"replay_of", entry_id.encode()]
+        submitted = b""
+        events_key = dead.stream
+        ttl = cfg.retention.events_ttl_s
+        if job is not None:
+            events_key = cfg.events_key(job.request_id)
+            ttl = max(cfg.retention.idempotency_ttl_s, cfg.retention.events_ttl_s + job.timeout_s)
+            submitted = encode(
+                Submitted(
+                    request_id=job.request_id,
+                    seq=0,
+                    ts=time.time(),
+                    attempt=0,
+                    job=job,
+                    stream=source,
+                )
+            )
+        new_id = await self.redis.eval(  # type: ignore[misc]
+            _REPLAY,
+            3,
+            dead.stream,
+            source,
+            events_key,
+            entry_id,
+            submitted,
+            ttl,
+            cfg.retention.jobs_maxlen,
+            *fields,
+        )
+        if new_id is None:
+            raise BadInputError(f"dead letter {entry_id} was replayed meanwhile")
+        new = new_id.decode() if isinstance(new_id, bytes) else str(new_id)
+        log.info("dlq.replayed", entry=entry_id, new_entry=new, stream=source)
+        return dead, new
 
     async def original_job(self, request_id: str) -> Job:
         submitted = await self.first_event(request_id)

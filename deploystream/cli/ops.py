@@ -1,29 +1,360 @@
-"""Operator commands: status, dead letters."""
+"""Operator commands: ``status`` and the dead-letter streams (``dlq list|replay``).
+
+``status`` reads everything from Redis, so it shows the whole pool wherever it
+runs: the job streams (length, consumer group, lag, pending), each consumer (idle
+time, pending entries), the dead-letter counts, the live executors (their presence
+hashes ``deploystream.executor:<name>``, which expire when an executor dies) and
+the requests being worked on (the group's pending entries: owner, idle time,
+deliveries; an entry idle past the lease is waiting to be adopted).
+"""
 
 from __future__ import annotations
 
-import click
+import time
+from typing import Any
 
-from deploystream.cli.app import App
+import anyio
+import click
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from contracts import DecodeError, StreamsConfig, decode_job, job_kind
+from deploystream.cli.app import EXIT_OK, App
+from orchestrator.client import StreamClient
+
+_json = msgspec.json.Encoder()
+_PENDING_SHOWN = 200
+
+
+def _echo_json(obj: object) -> None:
+    click.echo(_json.encode(obj).decode())
+
+
+def _s(raw: Any) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+# ---------------------------------------------------------------------- status
+async def _group_info(redis: Redis, stream: str, group: str) -> dict[str, Any] | None:
+    try:
+        groups = await redis.xinfo_groups(stream)
+    except ResponseError:  # no such stream yet
+        return None
+    for g in groups:
+        if _s(g.get("name")) == group:
+            lag = g.get("lag")
+            return {
+                "consumers": int(g.get("consumers", 0)),
+                "pending": int(g.get("pending", 0)),
+                "last_delivered_id": _s(g.get("last-delivered-id", "")),
+                "lag": int(lag) if lag is not None else None,
+            }
+    return None
+
+
+async def _consumers(redis: Redis, stream: str, group: str) -> list[dict[str, Any]]:
+    try:
+        rows = await redis.xinfo_consumers(stream, group)
+    except ResponseError:
+        return []
+    return [
+        {
+            "name": _s(c.get("name")),
+            "pending": int(c.get("pending", 0)),
+            "idle_ms": int(c.get("idle", 0)),
+        }
+        for c in rows
+    ]
+
+
+async def _pending(
+    redis: Redis, config: StreamsConfig, stream: str, group: str
+) -> list[dict[str, Any]]:
+    try:
+        rows = await redis.xpending_range(stream, group, min="-", max="+", count=_PENDING_SHOWN)
+    except ResponseError:
+        return []
+    out: list[dict[str, Any]] = []
+    lease = config.executor.lease_ms
+    for row in rows:
+        entry_id = _s(row["message_id"])
+        item: dict[str, Any] = {
+            "entry_id": entry_id,
+            "stream": stream,
+            "owner": _s(row["consumer"]),
+            "idle_ms": int(row["time_since_delivered"]),
+            "deliveries": int(row["times_delivered"]),
+            "request_id": None,
+            "kind": None,
+            "playbook": None,
+        }
+        item["orphaned"] = item["idle_ms"] > lease  # waiting for adoption
+        found = await redis.xrange(stream, min=entry_id, max=entry_id, count=1)
+        if found:
+            try:
+                job = decode_job(found[0][1].get(b"job", b""))
+            except (DecodeError, ValueError):
+                pass
+            else:
+                item.update(request_id=job.request_id, kind=job_kind(job), playbook=job.playbook)
+        out.append(item)
+    return out
+
+
+async def _executors(redis: Redis, config: StreamsConfig) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    now = time.time()
+    async for key in redis.scan_iter(match=config.executor_key("*"), count=100):
+        h = {_s(k): _s(v) for k, v in (await redis.hgetall(key)).items()}  # type: ignore[misc]
+        if not h:
+            continue
+        seen = float(h.get("seen", "0") or 0)
+        out.append(
+            {
+                "name": h.get("name", _s(key)),
+                "host": h.get("host"),
+                "pid": int(h["pid"]) if h.get("pid", "").isdigit() else None,
+                "state": h.get("state", "running"),
+                "concurrency": int(h["concurrency"]) if h.get("concurrency") else None,
+                "running": int(h.get("running", "0") or 0),
+                "requests": [r for r in h.get("requests", "").split(",") if r],
+                "completed": int(h.get("completed", "0") or 0),
+                "seen_ago_s": round(now - seen, 3) if seen else None,
+                "playbooks": [p for p in h.get("playbooks", "").split(",") if p],
+            }
+        )
+    return sorted(out, key=lambda e: str(e["name"]))
+
+
+async def snapshot(redis: Redis, config: StreamsConfig) -> dict[str, Any]:
+    """Everything ``status`` shows, as plain data (the ``--json`` object)."""
+    group = config.groups.executors
+    streams: list[dict[str, Any]] = []
+    running: list[dict[str, Any]] = []
+    for stream in config.job_streams:
+        exists = bool(await redis.exists(stream))
+        dead = config.dead_key(stream)
+        streams.append(
+            {
+                "stream": stream,
+                "length": int(await redis.xlen(stream)) if exists else 0,
+                "group": group,
+                "group_info": await _group_info(redis, stream, group) if exists else None,
+                "consumers": await _consumers(redis, stream, group) if exists else [],
+                "dead_stream": dead,
+                "dead_letters": int(await redis.xlen(dead)),
+            }
+        )
+        if exists:
+            running += await _pending(redis, config, stream, group)
+    info = await redis.info("server")
+    return {
+        "ts": time.time(),
+        "redis": {
+            "version": _s(info.get("redis_version", "")),
+            "uptime_s": int(info.get("uptime_in_seconds", 0)),
+        },
+        "lease_ms": config.executor.lease_ms,
+        "streams": streams,
+        "dead_letters": sum(s["dead_letters"] for s in streams),
+        "executors": await _executors(redis, config),
+        "running": running,
+    }
+
+
+def render_status(snap: dict[str, Any]) -> RenderableType:
+    parts: list[RenderableType] = []
+    t = Table(title="job streams", title_justify="left", expand=False)
+    for col in ("stream", "length", "lag", "pending", "consumers", "dead letters"):
+        t.add_column(col)
+    for s in snap["streams"]:
+        g = s["group_info"] or {}
+        lag = g.get("lag")
+        t.add_row(
+            s["stream"],
+            str(s["length"]),
+            "-" if lag is None else str(lag),
+            str(g.get("pending", 0)),
+            ", ".join(
+                f"{c['name']} (pending {c['pending']}, idle {_age(c['idle_ms'] / 1000)})"
+                for c in s["consumers"]
+            )
+            or "-",
+            Text(str(s["dead_letters"]), style="bold red" if s["dead_letters"] else ""),
+        )
+    parts.append(t)
+    e = Table(title="executors", title_justify="left")
+    for col in ("name", "host", "pid", "state", "running", "completed", "seen"):
+        e.add_column(col)
+    for ex in snap["executors"]:
+        e.add_row(
+            ex["name"],
+            ex["host"] or "-",
+            str(ex["pid"] or "-"),
+            ex["state"],
+            f"{ex['running']}/{ex['concurrency'] or '?'}",
+            str(ex["completed"]),
+            _age(ex["seen_ago_s"]) + " ago",
+        )
+    if not snap["executors"]:
+        parts.append(Text("executors: none alive", style="bold red"))
+    else:
+        parts.append(e)
+    r = Table(title="running (pending entries)", title_justify="left")
+    for col in ("request", "kind", "playbook", "owner", "idle", "deliveries", ""):
+        r.add_column(col)
+    for p in snap["running"]:
+        r.add_row(
+            p["request_id"] or p["entry_id"],
+            p["kind"] or "?",
+            p["playbook"] or "?",
+            p["owner"],
+            _age(p["idle_ms"] / 1000),
+            str(p["deliveries"]),
+            Text("orphaned: awaiting adoption", style="yellow") if p["orphaned"] else "",
+        )
+    parts.append(r if snap["running"] else Text("running: nothing"))
+    redis = snap["redis"]
+    parts.append(
+        Text(f"redis {redis['version']}, up {_age(redis['uptime_s'])}; lease {snap['lease_ms']} ms")
+    )
+    return Group(*parts)
 
 
 @click.command()
-@click.option("--json", "json_out", is_flag=True)
-@click.option("--watch", is_flag=True)
+@click.option("--json", "json_out", is_flag=True, help="One JSON object (per refresh).")
+@click.option("--watch", is_flag=True, help="Refresh every --interval seconds until Ctrl-C.")
+@click.option("--interval", type=click.FloatRange(0.2), default=2.0, show_default=True)
 @click.pass_obj
-def status(app: App, json_out: bool, watch: bool) -> int:
-    """Streams, consumer group, executors, dead letters."""
-    raise click.ClickException("status: not implemented yet")
+def status(app: App, json_out: bool, watch: bool, interval: float) -> int:
+    """Streams, consumer group, executors, running requests, dead letters."""
+
+    async def main() -> int:
+        redis = await app.redis()
+        console = Console()
+        try:
+            if not watch:
+                snap = await snapshot(redis, app.config)
+                if json_out:
+                    _echo_json(snap)
+                else:
+                    console.print(render_status(snap))
+                return EXIT_OK
+            if json_out or not console.is_terminal:
+                while True:
+                    snap = await snapshot(redis, app.config)
+                    if json_out:
+                        _echo_json(snap)
+                    else:
+                        console.print(render_status(snap))
+                    await anyio.sleep(interval)
+            with Live(console=console, auto_refresh=False) as live:
+                while True:
+                    live.update(render_status(await snapshot(redis, app.config)), refresh=True)
+                    await anyio.sleep(interval)
+        finally:
+            await redis.aclose()
+
+    try:
+        return anyio.run(main)
+    except KeyboardInterrupt:
+        return EXIT_OK
 
 
+# ---------------------------------------------------------------------- dlq
 @click.group()
 def dlq() -> None:
-    """Dead-letter streams."""
+    """Dead-letter streams: entries that could not be run, with the reason."""
 
 
 @dlq.command("list")
-@click.option("--json", "json_out", is_flag=True)
+@click.option("--json", "json_out", is_flag=True, help="One JSON object per dead letter.")
 @click.pass_obj
 def dlq_list(app: App, json_out: bool) -> int:
-    """List dead-lettered entries with their reasons."""
-    raise click.ClickException("dlq list: not implemented yet")
+    """List dead-lettered entries with their reasons (oldest first per stream)."""
+
+    async def main() -> int:
+        redis = await app.redis()
+        try:
+            dead = await StreamClient(redis, app.config).dead_letters()
+        finally:
+            await redis.aclose()
+        rows = [d.as_dict() for d in dead]
+        if json_out:
+            for row in rows:
+                _echo_json(row)
+            return EXIT_OK
+        if not rows:
+            click.echo("no dead letters")
+            return EXIT_OK
+        t = Table()
+        for col in ("entry", "stream", "request", "kind", "playbook", "deliveries", "reason"):
+            t.add_column(col, overflow="fold")
+        for row in rows:
+            t.add_row(
+                str(row["entry_id"]),
+                str(row["source_stream"]),
+                str(row["request_id"] or "-"),
+                str(row["kind"] or "-"),
+                str(row["playbook"] or "-"),
+                str(row["delivery_count"]),
+                str(row["reason"]),
+            )
+        Console().print(t)
+        click.echo("replay one with: deployctl dlq replay ENTRY_ID")
+        return EXIT_OK
+
+    return anyio.run(main)
+
+
+@dlq.command("replay")
+@click.argument("entry_id")
+@click.option("--json", "json_out", is_flag=True)
+@click.pass_obj
+def dlq_replay(app: App, entry_id: str, json_out: bool) -> int:
+    """Re-enqueue a dead letter as a new delivery of the same request.
+
+    The entry leaves the dead-letter stream and goes back to its job stream; the
+    request gets a new ``submitted`` event and runs again (its attempts numbered
+    after the old ones). Follow it with ``deployctl tail REQUEST_ID``.
+    """
+
+    async def main() -> int:
+        redis = await app.redis()
+        try:
+            dead, new_id = await StreamClient(redis, app.config).replay_dead_letter(entry_id)
+        finally:
+            await redis.aclose()
+        row = dead.as_dict()
+        if json_out:
+            _echo_json(
+                {
+                    "replayed": entry_id,
+                    "entry_id": new_id,
+                    "stream": row["source_stream"],
+                    "request_id": row["request_id"],
+                }
+            )
+        else:
+            click.echo(
+                f"replayed {entry_id} as {new_id} on {row['source_stream']}"
+                + (f" (request {row['request_id']})" if row["request_id"] else "")
+            )
+        return EXIT_OK
+
+    return anyio.run(main)

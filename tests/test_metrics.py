@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import math
 import socket
+import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import redis
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from contracts import Result, StreamsConfig, Submitted
 from deploystream.errors import InfrastructureError
 from executor.metrics import (
     DURATION_BUCKETS,
@@ -19,6 +25,7 @@ from executor.metrics import (
     NullMetrics,
     start_metrics,
 )
+from tests.harness import Executors, deployctl, read_events
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -195,3 +202,80 @@ def test_both_implementations_satisfy_the_protocol() -> None:
         "close",
     ):
         assert callable(getattr(real, name)) and callable(getattr(null, name))
+
+
+# ---------------------------------------------------------------- a real executor
+
+
+def _total(samples: Samples, name: str) -> float:
+    return sum(v for (n, _), v in samples.items() if n == name)
+
+
+@pytest.mark.slow
+def test_executor_endpoint_after_two_jobs(
+    executors: Executors,
+    redis_url: str,
+    keys_dir: Path,
+    rclient: redis.Redis,
+    config: StreamsConfig,
+) -> None:
+    executors.project_dir = Path(__file__).parent / "ansible"
+    ex = executors.start("ex-m", "--metrics-port", "0")
+    logged = [json.loads(line) for line in ex.output().splitlines() if line.startswith("{")]
+    port = next(r["port"] for r in logged if r["event"] == "executor.metrics")
+    ids = []
+    for playbook, code in (("quick", 0), ("fail_task", 1)):
+        out = deployctl(
+            "provision", "--server", "s1", "--playbook", playbook, "--json",
+            redis_url=redis_url, keys_dir=keys_dir,
+        )  # fmt: skip
+        assert out.returncode == code, out.stderr
+        ids.append(json.loads(out.stdout.splitlines()[0])["job"]["request_id"])
+    # The result reaches the client as the job is ACKed; the counters follow at once
+    # but in another process: wait (bounded) for them, assert nothing about timing.
+    deadline = time.monotonic() + 60
+    while True:
+        s = scrape(port)
+        if _total(s, "deploystream_jobs_total") >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert value(s, "deploystream_jobs_total", kind="provision", status="success") == 1
+    assert value(s, "deploystream_jobs_total", kind="provision", status="failed") == 1
+    assert _total(s, "deploystream_jobs_total") == 2
+    assert value(s, "deploystream_running_jobs") == 0
+    assert value(s, "deploystream_executor_info", executor="ex-m") == 1
+
+    durations = [
+        r.duration_ms / 1000
+        for rid in ids
+        for r in read_events(rclient, config, rid)
+        if isinstance(r, Result)
+    ]
+    buckets = {
+        float(dict(labels)["le"]): v
+        for (name, labels), v in s.items()
+        if name == "deploystream_job_duration_seconds_bucket" and ("kind", "provision") in labels
+    }
+    assert buckets[math.inf] == 2
+    counts = [buckets[le] for le in sorted(buckets)]
+    assert counts == sorted(counts)  # cumulative
+    # The executor times a job from acceptance to its published result, so never less
+    # than the result's duration_ms: a job is never in a bucket below its duration.
+    for le in DURATION_BUCKETS:
+        assert buckets[float(le)] <= sum(d <= le for d in durations), (le, durations, buckets)
+    assert value(s, "deploystream_job_duration_seconds_count", kind="provision") == 2
+    total = value(s, "deploystream_job_duration_seconds_sum", kind="provision")
+    assert total >= sum(durations) > 0
+    assert value(s, "deploystream_queue_wait_seconds_count", kind="provision") == 2
+    wait_inf = value(s, "deploystream_queue_wait_seconds_bucket", kind="provision", le="+Inf")
+    assert wait_inf == 2
+
+    # Every event the executor wrote is counted, each terminal result included (the
+    # `submitted` events are the client's).
+    written = sum(
+        1 for rid in ids for e in read_events(rclient, config, rid) if not isinstance(e, Submitted)
+    )
+    published = value(s, "deploystream_events_published_total")
+    assert published == written, f"{published} counted, {written} written (results counted?)"
+    assert _total(s, "deploystream_reclaims_total") == 0
+    assert _total(s, "deploystream_dead_letters_total") == 0

@@ -268,6 +268,37 @@ def test_live_view_shares_the_screen_then_shows_everything_at_the_end() -> None:
     assert all(f"Step {i:02d}" in text for i in range(30)) and "earlier" not in text
 
 
+def test_drawing_while_events_arrive_from_another_thread() -> None:
+    """rich refreshes from its own thread while the event loop applies events."""
+    import threading
+
+    live = LiveRenderer(recording_console(height=20))
+    p = Progress(RID, label="busy")
+    live.models[RID] = p
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def draw() -> None:
+        try:
+            while not stop.is_set():
+                rendered(live, now=2000.0)
+        except BaseException as exc:  # any crash of the refresh thread
+            errors.append(exc)
+
+    t = threading.Thread(target=draw)
+    t.start()
+    try:
+        ev = Events()
+        for i in range(300):
+            p.apply(ev(TaskStarted, dt=0.01, task=f"t{i}", play=f"play {i // 50}"))
+            for h in range(8):
+                p.apply(ev(HostResult, dt=0.0, host=f"h{h}-{i % 7}", task=f"t{i}", status="ok"))
+    finally:
+        stop.set()
+        t.join(60)
+    assert not errors, errors
+
+
 def test_line_renderer_plain_lines() -> None:
     out = io.StringIO()
     lr = LineRenderer(out)

@@ -202,8 +202,10 @@ class Progress:
                     skipped=s.skipped,
                 )
             return total
-        for counts in self.hosts.values():
-            total.update({k: v for k, v in counts.items() if k in COUNTED})
+        # A live view reads from its refresh thread while events are applied: iterate
+        # snapshots (list()/dict() copy in one step under the GIL), never live dicts.
+        for counts in list(self.hosts.values()):
+            total.update({k: v for k, v in dict(counts).items() if k in COUNTED})
         return total
 
     def host_totals(self) -> dict[str, Counter[str]]:
@@ -219,7 +221,9 @@ class Progress:
                 )
                 for host, s in self.result.stats.items()
             }
-        return {host: Counter({k: c[k] for k in COUNTED}) for host, c in self.hosts.items()}
+        return {
+            host: Counter({k: c.get(k, 0) for k in COUNTED}) for host, c in list(self.hosts.items())
+        }
 
 
 def describe_result(result: Result) -> str:

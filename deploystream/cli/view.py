@@ -246,14 +246,15 @@ class LiveRenderer:
         running = p.result is None and task is p.current_task
         row = Text()
         row.append(task.name, style="bold" if running else "")
-        for host, status in task.hosts.items():
+        messages = dict(task.messages)  # snapshots: events arrive while we draw
+        for host, status in list(task.hosts.items()):
             row.append("  ")
             row.append(f"{host} ", style="dim")
             row.append(status, style=STYLE.get(status, ""))
-            if host in task.messages and status != "ignored":
-                row.append(f": {task.messages[host]}", style="red")
+            if host in messages and status != "ignored":
+                row.append(f": {messages[host]}", style="red")
         if task.items:
-            items = ", ".join(f"{n} {s}" for s, n in sorted(task.items.items()))
+            items = ", ".join(f"{n} {s}" for s, n in sorted(dict(task.items).items()))
             row.append(f"  [items: {items}]", style="dim")
         if task.duration is not None and not running:
             row.append(f"  {_secs(task.duration)}", style="dim")

@@ -29,11 +29,12 @@ FROM ${PYTHON_IMAGE}
 RUN apt-get update \
     && apt-get install -y --no-install-recommends git openssh-client \
     && rm -rf /var/lib/apt/lists/*
-# Non-root. Group 0 owns the writable dirs so any uid given with `user:` (compose runs
-# as the host uid that owns the mounted 0600 key files) can write them.
-RUN useradd --uid 10001 --gid 0 --create-home --home-dir /home/deploystream deploystream \
+# Non-root, with a passwd entry (ssh refuses a uid it cannot look up). compose builds
+# with the host uid that owns the mounted 0600 key files (DEPLOYSTREAM_UID).
+ARG APP_UID=10001
+RUN useradd --uid "${APP_UID}" --gid 0 --create-home --home-dir /home/deploystream deploystream \
     && mkdir -p /var/lib/deploystream/work \
-    && chown -R 10001:0 /home/deploystream /var/lib/deploystream \
+    && chown -R "${APP_UID}:0" /home/deploystream /var/lib/deploystream \
     && chmod -R g=u /home/deploystream /var/lib/deploystream
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
@@ -41,7 +42,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     DEPLOYSTREAM_WORK_DIR=/var/lib/deploystream/work \
     DEPLOYSTREAM_METRICS_PORT=9100
-USER 10001:0
+USER ${APP_UID}:0
 WORKDIR /home/deploystream
 EXPOSE 9100
 # No --name: the consumer name defaults to hostname-pid, unique per container, so

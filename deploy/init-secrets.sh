@@ -16,4 +16,4 @@ if [ ! -f "$dir/ssh_key" ]; then
     echo "created $dir/ssh_key (add $dir/ssh_key.pub to the target hosts' authorized_keys)"
 fi
 # The key files are 0600: the containers must run as their owner to read them.
-echo "run: DEPLOYSTREAM_UID=$(id -u) docker compose up -d   (or put DEPLOYSTREAM_UID in .env)"
+echo "run: DEPLOYSTREAM_UID=$(id -u) docker compose up -d --build   (or put DEPLOYSTREAM_UID in .env)"

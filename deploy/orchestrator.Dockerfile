@@ -25,17 +25,19 @@ COPY orchestrator ./orchestrator
 RUN uv sync --locked --no-dev --no-editable --extra orchestrator
 
 FROM ${PYTHON_IMAGE}
-# Non-root. Group 0 owns the state dir so any uid given with `user:` can write it.
-RUN useradd --uid 10001 --gid 0 --create-home --home-dir /home/deploystream deploystream \
+# Non-root. compose builds with the host uid that owns the mounted 0600 key files
+# (DEPLOYSTREAM_UID).
+ARG APP_UID=10001
+RUN useradd --uid "${APP_UID}" --gid 0 --create-home --home-dir /home/deploystream deploystream \
     && mkdir -p /var/lib/deploystream \
-    && chown -R 10001:0 /home/deploystream /var/lib/deploystream \
+    && chown -R "${APP_UID}:0" /home/deploystream /var/lib/deploystream \
     && chmod -R g=u /home/deploystream /var/lib/deploystream
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     HOME=/home/deploystream \
     PYTHONUNBUFFERED=1 \
     DEPLOYSTREAM_CHECKPOINT_DB=/var/lib/deploystream/checkpoints.sqlite
-USER 10001:0
+USER ${APP_UID}:0
 WORKDIR /home/deploystream
 VOLUME ["/var/lib/deploystream"]
 ENTRYPOINT ["deployctl"]

@@ -138,8 +138,12 @@ def test_dockerfile_slim_python_non_root_installs_from_the_lock(
     last_from = max(i for i, (word, _) in enumerate(instructions) if word == "FROM")
     users = [rest for word, rest in instructions[last_from:] if word == "USER"]
     assert users, f"{path}: no USER in the final stage"
-    uid = users[-1].split(":")[0]
+    uid = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], users[-1]).split(":")[0]
     assert uid not in ("root", "0"), users[-1]
+    # compose builds the image for the uid owning the key files; the default is not root.
+    build_uid = services[name]["build"]["args"]["APP_UID"]
+    assert re.fullmatch(r"\$\{DEPLOYSTREAM_UID:-(\d+)\}", build_uid), build_uid
+    assert build_uid != "${DEPLOYSTREAM_UID:-0}" and "user" not in services[name]
     run_lines = [rest for word, rest in instructions if word == "RUN"]
     runs = " ".join(run_lines)
     assert f"uv=={args['UV_VERSION']}" in runs.replace('"', "").replace("'", "") or (

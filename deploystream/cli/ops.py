@@ -302,20 +302,20 @@ def dlq_list(app: App, json_out: bool) -> int:
         if not rows:
             click.echo("no dead letters")
             return EXIT_OK
-        t = Table()
-        for col in ("entry", "stream", "request", "kind", "playbook", "deliveries", "reason"):
-            t.add_column(col, overflow="fold")
         for row in rows:
-            t.add_row(
-                str(row["entry_id"]),
-                str(row["source_stream"]),
-                str(row["request_id"] or "-"),
-                str(row["kind"] or "-"),
-                str(row["playbook"] or "-"),
-                str(row["delivery_count"]),
-                str(row["reason"]),
+            dead_at = row["dead_at"]
+            when = (
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(dead_at)))
+                if isinstance(dead_at, float)
+                else "?"
             )
-        Console().print(t)
+            click.echo(
+                f"{row['entry_id']}  {row['source_stream']}  "
+                f"request {row['request_id'] or '(unreadable)'}  "
+                f"{row['kind'] or '?'}/{row['playbook'] or '?'}  "
+                f"deliveries {row['delivery_count']}  at {when}"
+            )
+            click.echo(f"    reason: {row['reason']}")
         click.echo("replay one with: deployctl dlq replay ENTRY_ID")
         return EXIT_OK
 

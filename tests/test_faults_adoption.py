@@ -1,0 +1,76 @@
+"""Leases and adoption: a dead executor's job is adopted; a live one's never is."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from contracts import Accepted, HostResult, TaskStarted
+from tests.faults_support import (
+    accepted_attempts,
+    check_stream,
+    fault_env,
+    kill_tree,
+    pids_matching,
+    reclaims,
+    wait_for,
+    wait_gone,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def test_kill9_executor_mid_run_is_adopted_and_succeeds(tmp_path: Path) -> None:
+    with fault_env(tmp_path, concurrency=1) as env:
+        for name in ("ex-a", "ex-b"):
+            env.start_executor(name)
+        marker = "7.4113"  # unique: `sleep 7.4113` is this run's task process
+        rid = env.submit("sleep", extra_vars={"sleep_s": marker})
+        env.wait_event(rid, lambda e: isinstance(e, TaskStarted) and e.task == "Sleep")
+        victim = env.owner(rid)
+        wait_for(lambda: pids_matching(f"sleep {marker}"), 30, "the sleep task to run")
+
+        # While it runs, status names the request and its owner.
+        out = env.deployctl("status", "--json")
+        assert out.returncode == 0, out.stderr
+        snap = json.loads(out.stdout)
+        assert [(p["request_id"], p["owner"]) for p in snap["running"]] == [(rid, victim)]
+        assert {e["name"] for e in snap["executors"]} == {"ex-a", "ex-b"}
+
+        kill_tree(env.proc(victim))
+        result = env.wait_result(rid)
+        events = env.events(rid)
+        assert check_stream(events) is not None
+        assert result.status == "success", (result, env.logs())
+        assert result.attempt >= 2
+        assert result.executor != victim
+        [reclaimed] = reclaims(events)
+        assert reclaimed.previous_owner == victim
+        assert reclaimed.attempt == result.attempt
+        assert accepted_attempts(events) == [1, result.attempt]
+        assert len(env.results(rid)) == 1
+        # Every host result after the reclaim belongs to the new attempt.
+        after = events[events.index(reclaimed) :]
+        assert all(e.attempt == result.attempt for e in after if isinstance(e, HostResult))
+        assert env.r.xpending(env.config.streams.provision, "executors")["pending"] == 0
+        wait_gone(f"sleep {marker}")
+
+
+def test_long_job_with_short_lease_runs_once_across_three_executors(tmp_path: Path) -> None:
+    # A 12 s playbook with a 1.5 s lease: renewed all along, never adopted.
+    with fault_env(tmp_path, lease_ms=1500, reclaim_ms=200) as env:
+        for name in ("ex-a", "ex-b", "ex-c"):
+            env.start_executor(name)
+        rid = env.submit("sleep", extra_vars={"sleep_s": 12})
+        result = env.wait_result(rid, timeout=180)
+        events = env.events(rid)
+        check_stream(events)
+        assert result.status == "success", result
+        assert result.attempt == 1
+        assert len([e for e in events if isinstance(e, Accepted)]) == 1
+        assert reclaims(events) == []
+        for ep in env.procs:
+            assert "adopt.claimed" not in ep.output(), ep.output()
+            assert "lease.lost" not in ep.output(), ep.output()

@@ -1,0 +1,58 @@
+"""Idempotency and dedupe: one idempotency key, one request; a redelivered job
+whose request already has a terminal result is ACKed, not rerun."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from contracts import Accepted, Reclaimed, Result
+from tests.faults_support import check_stream, fault_env, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def test_one_idempotency_key_one_request_one_job(tmp_path: Path) -> None:
+    with fault_env(tmp_path) as env:
+        first = env.submit("quick", idempotency_key="deploy-42")
+        second = env.submit("quick", idempotency_key="deploy-42")
+        other = env.submit("quick", idempotency_key="deploy-43")
+        assert first == second != other
+        stream = env.config.streams.provision
+        assert env.r.xlen(stream) == 2
+        env.start_executor("ex-a")
+        for rid in (first, other):
+            assert env.wait_result(rid).status == "success"
+            events = env.events(rid)
+            check_stream(events)
+            assert len([e for e in events if isinstance(e, Accepted)]) == 1
+
+
+def test_redelivered_job_with_terminal_result_is_acked_not_rerun(tmp_path: Path) -> None:
+    with fault_env(tmp_path, concurrency=1) as env:
+        env.start_executor("ex-a")
+        rid = env.submit("quick")
+        assert env.wait_result(rid).status == "success"
+        before = env.events(rid)
+        stream = env.config.streams.provision
+        [(_, fields)] = env.r.xrange(stream)
+
+        # 1. The same signed entry again (an at-least-once producer): a new delivery.
+        env.r.xadd(stream, fields)
+        # 2. A copy delivered to a consumer that died before acking it: after the
+        #    lease it is redelivered to ex-a by adoption (delivery count 2).
+        env.r.xadd(stream, fields)
+        env.r.xreadgroup("executors", "ghost", {stream: ">"}, count=1)
+
+        def settled() -> bool:
+            group = env.r.xinfo_groups(stream)[0]
+            return group["pending"] == 0 and group["lag"] == 0
+
+        wait_for(settled, 60, "both copies to be acked")
+        after = env.events(rid)
+        assert after == before  # nothing published: no accepted, no reclaimed, no result
+        assert len([e for e in after if isinstance(e, Result)]) == 1
+        assert not any(isinstance(e, Reclaimed) for e in after)
+        log = env.proc("ex-a").output()
+        assert log.count("job.duplicate") == 2, log

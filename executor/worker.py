@@ -700,7 +700,7 @@ class Executor:
             )
             if event is not None:
                 try:
-                    anyio.from_thread.run_sync(publisher.emit, event)
+                    publisher.emit_threadsafe(event)
                 except Exception:  # the loop is shutting down: the run is being stopped
                     owned.cancel.set()
 

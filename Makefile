@@ -32,7 +32,10 @@ typecheck: setup
 test: setup lint typecheck
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
+# Benchmarks (docs/benchmarks.md). The peers (arq, taskiq) pin an older redis-py, so
+# they get their own venv, built from bench/peers.txt only when that file changes.
 bench: setup
+	BENCH_PEERS_PYTHON=$(PY) $(VENV)/bin/python -m bench peers-venv
 	$(VENV)/bin/python -m bench all
 
 clean:

@@ -1,0 +1,142 @@
+"""dispatch: no-op job round trips per second, one executor process, beside the floor
+and the peers, on the same Redis in the same run.
+
+Every system runs the same client loop: WINDOW coroutines, each submits one job and
+waits for its result, N jobs in all (after a warm-up). deploystream's client is the
+real one (``StreamClient.submit`` + ``StreamClient.events`` until ``result``); its
+executor is :mod:`bench.noop_executor` (the full dispatch path minus Ansible).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from typing import Any
+
+import anyio
+import redis.asyncio as aioredis
+
+from bench import floor, peers_env
+from bench.common import Bench, bench_world, rnd, run_to_result
+from contracts import encode
+
+TARGET_FLOOR = 0.7
+TARGET_PEER = 3.0
+TARGET_ABS = 3000
+
+
+async def _drive_deploystream(world: Bench, n: int, window: int) -> float:
+    jobs = [world.job("noop") for _ in range(n)]
+    async with world.client(max_connections=window + 8) as client:
+        warm = [world.job("noop") for _ in range(min(200, n))]
+
+        async def run(batch: list[Any]) -> float:
+            it = iter(batch)
+
+            async def worker() -> None:
+                for job in it:
+                    await run_to_result(client, job)
+
+            t0 = time.perf_counter()
+            async with anyio.create_task_group() as tg:
+                for _ in range(window):
+                    tg.start_soon(worker)
+            return time.perf_counter() - t0
+
+        await run(warm)
+        return await run(jobs)
+
+
+async def _drive_floor(url: str, n: int, window: int, payload: bytes) -> float:
+    r = aioredis.Redis.from_url(url, max_connections=window + 8)
+    try:
+
+        async def run(count: int) -> float:
+            ids = iter([uuid.uuid4().hex for _ in range(count)])
+
+            async def worker() -> None:
+                for jid in ids:
+                    await floor.round_trip(r, jid, payload)
+
+            t0 = time.perf_counter()
+            async with anyio.create_task_group() as tg:
+                for _ in range(window):
+                    tg.start_soon(worker)
+            return time.perf_counter() - t0
+
+        await run(min(200, n))
+        return await run(n)
+    finally:
+        await r.aclose()
+
+
+def deploystream_rate(world: Bench, n: int, window: int) -> float:
+    world.start_executor("noop-0", concurrency=window, noop=True)
+    try:
+        elapsed = anyio.run(_drive_deploystream, world, n, window)
+    finally:
+        world.stop_executors()
+    return n / elapsed
+
+
+def floor_rate(world: Bench, n: int, window: int) -> float:
+    payload = encode(world.job("noop"))
+    proc = world._spawn("floor", [sys.executable, "-m", "bench.floor", world.url])
+    try:
+        time.sleep(0.5)
+        elapsed = anyio.run(_drive_floor, world.url, n, window, payload)
+    finally:
+        world.stop_executors()
+    del proc
+    return n / elapsed
+
+
+def run(*, quick: bool = False) -> dict[str, Any]:
+    n = 1000 if quick else 3000
+    # 32 in flight: the executor's pool (redis_conn.connect: 64 connections) must hold
+    # every running job's call plus its loops; see the note in docs/benchmarks.md.
+    window = 32
+    rounds = 1 if quick else 2
+    ds: list[float] = []
+    fl: list[float] = []
+    peers: dict[str, float] = {}
+    notes: list[str] = []
+    with bench_world() as world:
+        for _ in range(rounds):  # alternate: the machine's noise hits both alike
+            world.flush()
+            fl.append(floor_rate(world, n, window))
+            world.flush()
+            ds.append(deploystream_rate(world, n, window))
+        try:
+            peers_env.ensure(quiet=True)
+            for script in ("arq_roundtrip.py", "taskiq_roundtrip.py"):
+                world.flush()
+                out = peers_env.run_peer(script, world.url, n, window)
+                peers[str(out["peer"])] = float(out["jobs_per_s"])
+        except Exception as exc:  # peers are context; their absence must not hide ours
+            notes.append(f"peers not measured: {exc}")
+    rate = max(ds)
+    floor_best = max(fl)
+    best_peer = max(peers.values()) if peers else float("nan")
+    figures = {
+        "jobs": n,
+        "window": window,
+        "rounds": rounds,
+        "jobs_per_s": rnd(rate, 1),
+        "floor_jobs_per_s": rnd(floor_best, 1),
+        "peers_jobs_per_s": {k: rnd(v, 1) for k, v in peers.items()},
+        "ratio_vs_floor": rnd(rate / floor_best),
+        "ratio_vs_best_peer": rnd(rate / best_peer) if peers else None,
+        "all_rounds": {"deploystream": [rnd(x, 1) for x in ds], "floor": [rnd(x, 1) for x in fl]},
+    }
+    targets = [
+        {"what": "vs floor (bare redis-py)", "target": f">= {TARGET_FLOOR}x",
+         "value": figures["ratio_vs_floor"], "met": rate / floor_best >= TARGET_FLOOR},
+        {"what": "vs best peer", "target": f">= {TARGET_PEER}x",
+         "value": figures["ratio_vs_best_peer"],
+         "met": bool(peers) and rate / best_peer >= TARGET_PEER},
+        {"what": "absolute (DESIGN)", "target": f">= {TARGET_ABS} jobs/s",
+         "value": figures["jobs_per_s"], "met": rate >= TARGET_ABS},
+    ]  # fmt: skip
+    return {"benchmark": "dispatch", "figures": figures, "targets": targets, "notes": notes}

@@ -33,9 +33,10 @@ Semantics (DESIGN.md "Executor semantics"), as implemented here:
   dead-lettered at once; their ``rejected`` result is published only if no executor
   has started the named request (a forged entry cannot end someone else's run).
 - **Adoption.** Entries idle longer than the lease are claimed (XCLAIM with the
-  same min-idle, so a renewal in between wins) -- but not while Redis itself has
-  been up, or this executor connected, for less than one lease: after a Redis
-  restart every entry looks idle, and owners get one lease to renew first.
+  same min-idle, so a renewal in between wins) -- but not within one lease of this
+  executor's own connection trouble, nor before Redis has been up for two leases:
+  after a Redis restart every entry looks idle (its idle time counts the
+  downtime), and owners get that long to reconnect and renew first.
 - **Shutdown.** SIGTERM stops taking work; running playbooks get the grace period,
   then are cancelled and their entries given back (still pending, marked idle) so
   another executor adopts them at once. A second signal ends the grace at once.
@@ -263,11 +264,11 @@ class Executor:
             await self._idle.wait()
 
     # ---------------------------------------------------------------- Redis trouble
-    async def _recover(self, where: str, exc: BaseException) -> None:
+    async def _recover(self, where: str, exc: BaseException, max_delay: float = 2.0) -> None:
         """Log, repair what can be repaired (NOGROUP), back off. Never raises."""
         n = self._failures.get(where, 0) + 1
         self._failures[where] = n
-        delay = min(2.0, 0.05 * 2 ** min(n, 6)) * (0.5 + random.random() / 2)
+        delay = min(max_delay, 0.05 * 2 ** min(n, 6)) * (0.5 + random.random() / 2)
         if retryable(exc):
             self._trouble_at = time.monotonic()
             if n == 1 or n % 20 == 0:
@@ -279,7 +280,7 @@ class Executor:
                 await self.ensure_groups()
         else:
             self.log.error("loop.error", where=where, error=repr(exc), exc_info=exc)
-            delay = max(delay, 1.0)
+            delay = max(delay, min(1.0, max_delay))
         await anyio.sleep(delay)
 
     def _ok(self, where: str) -> None:
@@ -335,7 +336,8 @@ class Executor:
                 replies = await pipe.execute(raise_on_error=False)
             except Exception as exc:
                 self.log.warning("lease.renew_failed", error=str(exc))
-                await self._recover("lease", exc)
+                # Short backoff: after Redis comes back, renew before anyone adopts.
+                await self._recover("lease", exc, max_delay=period / 2)
                 continue
             self._ok("lease")
             for o, ok in zip(owned, replies, strict=True):
@@ -361,7 +363,7 @@ class Executor:
         except ResponseError:  # INFO disabled (managed Redis): rely on our own view
             return True
         uptime = int(info.get("uptime_in_seconds", 1 << 30))
-        return uptime >= math.ceil(lease_s) + 1
+        return uptime >= max(math.ceil(lease_s) + 1, math.ceil(2 * lease_s))
 
     async def _adopt_loop(self, tg: TaskGroup) -> None:
         cfg = self.config
@@ -721,6 +723,8 @@ class Executor:
                 outcome = RunOutcome(status="error", rc=None, error=f"runner: {exc}")
         if outcome.error:
             outcome.error = redact(outcome.error)
+        if outcome.failed_task:  # a task name is templated: it can hold a secret
+            outcome.failed_task = redact(outcome.failed_task)
         return outcome
 
     def _result(

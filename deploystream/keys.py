@@ -3,7 +3,30 @@
 Secrets are sealed to the executors' public key (NaCl ``SealedBox``), so only an
 executor can read them. Job entries are signed by the orchestrator (Ed25519) over
 the target stream's name and the payload, so an entry cannot be forged, altered or
-moved to another stream. A multi-machine setup copies only the ``.pub`` files.
+moved to another stream.
+
+Files in a key directory (``deployctl keys init --dir DIR`` writes all four)::
+
+    executor.key      box private key      0600   executors only
+    executor.pub      box public key       0644   orchestrator side (and the platform)
+    orchestrator.key  signing private key  0600   orchestrator side only
+    orchestrator.pub  verify key           0644   executors
+    trusted.d/*.pub   more verify keys an executor accepts (key rotation, several
+                      orchestrators)
+
+Each side needs only what it must hold:
+
+- orchestrator side (``deploy``, ``retry``, the orchestrator service):
+  ``orchestrator.key`` + ``executor.pub`` (:meth:`OrchestratorKeys.load`);
+- executor: ``executor.key`` + ``orchestrator.pub`` (:meth:`ExecutorKeys.load`).
+
+One machine: the first ``deploy``/``executor`` finds an empty (or missing) key
+directory and creates both pairs there (:func:`ensure_local_keys`). Several machines:
+run ``keys init`` once, give the executors ``executor.key`` + ``orchestrator.pub`` and
+the orchestrators ``orchestrator.key`` + ``executor.pub``; a private half never leaves
+the side that uses it. A directory that already holds any key file is never written
+by the automatic path, so a split (possibly read-only) directory stays as it is, and
+a missing file is reported by name.
 """
 
 from __future__ import annotations
@@ -48,15 +71,21 @@ def _write(path: Path, data: str, mode: int) -> None:
 
 
 def init_keys(directory: Path) -> list[Path]:
-    """Create whichever key pairs are missing; return the files created."""
+    """Create whichever key pairs are missing; return the files created.
+
+    A pair counts as present when either half is there: a directory holding only a
+    distributed public half (``executor.pub`` on an orchestrator machine,
+    ``orchestrator.pub`` on an executor) keeps it, and no new pair replaces it.
+    Idempotent: a second call creates nothing.
+    """
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     created: list[Path] = []
-    if not (directory / BOX_PRIVATE).exists():
+    if not (directory / BOX_PRIVATE).exists() and not (directory / BOX_PUBLIC).exists():
         box = PrivateKey.generate()
         _write(directory / BOX_PRIVATE, _b64(bytes(box)), 0o600)
         _write(directory / BOX_PUBLIC, _b64(bytes(box.public_key)), 0o644)
         created += [directory / BOX_PRIVATE, directory / BOX_PUBLIC]
-    if not (directory / SIGN_PRIVATE).exists():
+    if not (directory / SIGN_PRIVATE).exists() and not (directory / SIGN_PUBLIC).exists():
         signing = SigningKey.generate()
         _write(directory / SIGN_PRIVATE, _b64(bytes(signing)), 0o600)
         _write(directory / SIGN_PUBLIC, _b64(bytes(signing.verify_key)), 0o644)
@@ -66,13 +95,18 @@ def init_keys(directory: Path) -> list[Path]:
 
 def _read(path: Path) -> bytes:
     try:
-        return base64.b64decode(path.read_text(encoding="ascii").strip(), validate=True)
+        raw = base64.b64decode(path.read_text(encoding="ascii").strip(), validate=True)
     except FileNotFoundError as exc:
         raise KeyMaterialError(
-            f"key file {path} not found (run `deployctl keys init --dir {path.parent}`)"
+            f"key file {path} not found: copy it from the machine that ran "
+            f"`deployctl keys init`, or run `deployctl keys init --dir {path.parent}` "
+            "on a single machine"
         ) from exc
     except (OSError, ValueError) as exc:
         raise KeyMaterialError(f"key file {path} is unreadable: {exc}") from exc
+    if len(raw) != 32:
+        raise KeyMaterialError(f"key file {path} does not hold a 32-byte key")
+    return raw
 
 
 @dataclass(frozen=True)
@@ -138,7 +172,9 @@ class ExecutorKeys:
             raise KeyMaterialError("unsigned entry")
         vk = self.trusted.get(kid)
         if vk is None:
-            raise KeyMaterialError(f"signed by unknown key {kid!r}")
+            # The kid is attacker-controlled: keep the reason short.
+            shown = kid if len(kid) <= 32 else kid[:32] + "…"
+            raise KeyMaterialError(f"signed by unknown key {shown!r}")
         try:
             vk.verify(_signed_bytes(stream, payload), base64.b64decode(signature, validate=True))
         except (BadSignatureError, ValueError) as exc:
@@ -149,6 +185,19 @@ def _signed_bytes(stream: str, payload: bytes) -> bytes:
     return stream.encode("utf-8") + b"\n" + payload
 
 
+_KEY_FILES = (BOX_PRIVATE, BOX_PUBLIC, SIGN_PRIVATE, SIGN_PUBLIC, TRUSTED_DIR)
+
+
 def ensure_local_keys(directory: Path) -> list[Path]:
-    """One-machine path: create keys on first use; the caller says where."""
+    """One-machine path: create both pairs on first use; the caller says where.
+
+    Only a directory with no key material at all is initialised. One that holds any
+    key file was set up on purpose (possibly split across machines, possibly
+    read-only) and is left alone: loading then names whatever is missing.
+    """
+    try:
+        if any((directory / name).exists() for name in _KEY_FILES):
+            return []
+    except OSError:
+        return []  # unreadable: loading reports it precisely
     return init_keys(directory)

@@ -1,23 +1,101 @@
-"""Redis connections: one pool per process, built from a URL (redis://, rediss://, ACL user)."""
+"""Redis connections: one pool per process, built from a URL (redis://, rediss://, ACL user).
+
+- ACL users: ``redis://USER:PASSWORD@host:port/db`` (``deploy/redis/users.acl``
+  declares least-privilege ``orchestrator`` and ``executor`` users). Pass the URL
+  through ``REDIS_URL`` (the environment), not ``--redis-url``: a command line is
+  visible to every user of the machine.
+- TLS: ``rediss://``; the server certificate is always verified (hostname too).
+  A private CA is given by ``DEPLOYSTREAM_REDIS_CA`` (a PEM file); a client
+  certificate for ``tls-auth-clients yes`` by ``DEPLOYSTREAM_REDIS_CERT`` and
+  ``DEPLOYSTREAM_REDIS_KEY``. Setting any of these with a plain ``redis://`` URL is
+  an error, not a silent downgrade.
+"""
 
 from __future__ import annotations
 
-from typing import TypeAlias
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeAlias
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from deploystream.errors import InfrastructureError
+from deploystream.errors import BadInputError, InfrastructureError
 
 Redis: TypeAlias = "aioredis.Redis"
 
 # Errors that mean "Redis is not there right now" (retry with backoff), not "bad request".
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
+ENV_CA = "DEPLOYSTREAM_REDIS_CA"
+ENV_CERT = "DEPLOYSTREAM_REDIS_CERT"
+ENV_KEY = "DEPLOYSTREAM_REDIS_KEY"
 
-def connect(url: str, *, max_connections: int = 64) -> aioredis.Redis:
+
+@dataclass(frozen=True)
+class TlsOptions:
+    """Files for ``rediss://``: a CA bundle, and a client certificate + key (mTLS)."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TlsOptions:
+        env = os.environ if environ is None else environ
+
+        def path(name: str) -> Path | None:
+            value = env.get(name, "").strip()
+            return Path(value) if value else None
+
+        return cls(ca_file=path(ENV_CA), cert_file=path(ENV_CERT), key_file=path(ENV_KEY))
+
+    @property
+    def configured(self) -> bool:
+        return any((self.ca_file, self.cert_file, self.key_file))
+
+    def connection_kwargs(self) -> dict[str, Any]:
+        for label, file in (
+            (ENV_CA, self.ca_file),
+            (ENV_CERT, self.cert_file),
+            (ENV_KEY, self.key_file),
+        ):
+            if file is not None and not file.is_file():
+                raise BadInputError(f"{label}: {file} is not a readable file")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise BadInputError(f"{ENV_CERT} and {ENV_KEY} go together")
+        kwargs: dict[str, Any] = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
+        if self.ca_file is not None:
+            kwargs["ssl_ca_certs"] = str(self.ca_file)
+        if self.cert_file is not None and self.key_file is not None:
+            kwargs["ssl_certfile"] = str(self.cert_file)
+            kwargs["ssl_keyfile"] = str(self.key_file)
+        return kwargs
+
+
+def connect(
+    url: str, *, max_connections: int = 64, tls: TlsOptions | None = None
+) -> aioredis.Redis:
     """A client whose replies stay bytes; decoding belongs to ``contracts``."""
+    from typing import cast
+
+    from deploystream.cluster import connect_cluster, is_cluster_url
+
+    if is_cluster_url(url):  # Redis Cluster (one hash slot): see deploystream/cluster.py
+        return cast("aioredis.Redis", connect_cluster(url, max_connections=max_connections))
+    extra: dict[str, Any] = {}
+    if urlsplit(url).scheme == "rediss":
+        extra = (tls or TlsOptions()).connection_kwargs()
+    elif tls is not None and tls.configured:
+        raise BadInputError(
+            f"TLS files are set ({ENV_CA}/{ENV_CERT}/{ENV_KEY}) but the Redis URL "
+            f"{redact_url(url)} is not rediss://"
+        )
     return aioredis.Redis.from_url(
         url,
         max_connections=max_connections,
@@ -25,11 +103,16 @@ def connect(url: str, *, max_connections: int = 64) -> aioredis.Redis:
         socket_keepalive=True,
         socket_connect_timeout=5,
         retry_on_timeout=False,
+        # No CLIENT SETINFO on connect: a least-privilege ACL user may not run it, and
+        # each refusal would add an entry to the server's ACL LOG.
+        driver_info=None,
+        **extra,
     )
 
 
 def redact_url(url: str) -> str:
-    """The URL without its password, for messages."""
+    """The URL without its password (userinfo or ``?password=``), for messages."""
+    url = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", url)
     if "@" not in url:
         return url
     scheme, _, rest = url.partition("://")

@@ -1,7 +1,13 @@
 """Intake: turn a raw job-stream entry into a trusted job, or a rejection reason.
 
-Order matters: the signature is checked before the payload is decoded, so a
-forged entry is never parsed into a job. Pure except for reading the allow-list.
+Order matters: size first, then the signature, before the payload is decoded, so a
+forged entry is never parsed into a job; then the schema, the rules
+(:mod:`contracts.rules`) and the playbook allow-list. Pure except for reading the
+allow-list.
+
+:func:`examine` never raises, whatever the entry holds (an exception would leave
+the entry pending, to be redelivered and crash again): every outcome is
+:class:`Accepted` or :class:`Rejected` with a short, redacted reason.
 """
 
 from __future__ import annotations
@@ -16,9 +22,12 @@ from contracts import DecodeError, Job, RuleError, check_job, decode_job
 from contracts.codec import MAX_JOB_BYTES
 from deploystream.errors import KeyMaterialError
 from deploystream.keys import ExecutorKeys
+from deploystream.redact import DEFAULT as redact
 from executor.settings import ExecutorSettings
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# Reasons land in a dead letter, a result event and a log line: keep them short.
+REASON_MAX = 500
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,12 @@ class Rejected:
     reason: str
     request_id: str | None
 
+    def __post_init__(self) -> None:
+        reason = redact(self.reason)
+        if len(reason) > REASON_MAX:
+            reason = reason[: REASON_MAX - 1] + "…"
+        object.__setattr__(self, "reason", reason)
+
 
 def readable_request_id(payload: bytes | None) -> str | None:
     """Best effort: the request id of an entry we are rejecting, if it has a sane one."""
@@ -39,7 +54,7 @@ def readable_request_id(payload: bytes | None) -> str | None:
         return None
     try:
         raw = msgspec.json.decode(payload)
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, MemoryError):
         return None
     rid = raw.get("request_id") if isinstance(raw, dict) else None
     return rid if isinstance(rid, str) and _REQUEST_ID.match(rid) else None
@@ -51,9 +66,25 @@ def examine(
     keys: ExecutorKeys,
     settings: ExecutorSettings,
 ) -> Accepted | Rejected:
+    try:
+        return _examine(stream, fields, keys, settings)
+    except Exception as exc:  # a bug here must not turn an entry into a poison pill
+        return Rejected(f"invalid entry: {type(exc).__name__}", None)
+
+
+def _examine(
+    stream: str,
+    fields: dict[bytes, bytes],
+    keys: ExecutorKeys,
+    settings: ExecutorSettings,
+) -> Accepted | Rejected:
     payload = fields.get(b"job")
     if payload is None:
         return Rejected("malformed entry: no 'job' field", None)
+    if len(payload) > MAX_JOB_BYTES:
+        return Rejected(
+            f"invalid job: payload too large ({len(payload)} bytes > {MAX_JOB_BYTES})", None
+        )
     try:
         keys.verify(
             stream,

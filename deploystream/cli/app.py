@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from contracts import StreamsConfig
 from deploystream.errors import InfrastructureError
 from deploystream.keys import ExecutorKeys, OrchestratorKeys, ensure_local_keys
-from deploystream.redis_conn import TRANSIENT, connect, redact_url
+from deploystream.redis_conn import TRANSIENT, TlsOptions, connect, redact_url
 
 # Exit codes of the operator contract (DESIGN.md "CLI").
 EXIT_OK = 0
@@ -43,7 +43,11 @@ class App:
         return ExecutorKeys.load(self.keys_dir)
 
     async def redis(self) -> Redis:
-        client = connect(self.redis_url)
+        from deploystream.cluster import require_layout
+
+        require_layout(self.redis_url, self.config)  # cluster URL: one hash slot or refuse
+        # TLS files come from the environment (DEPLOYSTREAM_REDIS_CA, ...): redis_conn.
+        client = connect(self.redis_url, tls=TlsOptions.from_env())
         try:
             await client.ping()  # type: ignore[misc]
         except TRANSIENT as exc:

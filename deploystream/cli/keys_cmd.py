@@ -7,7 +7,14 @@ from pathlib import Path
 import click
 
 from deploystream.cli.app import App
-from deploystream.keys import init_keys
+from deploystream.keys import BOX_PRIVATE, BOX_PUBLIC, SIGN_PRIVATE, SIGN_PUBLIC, init_keys
+
+_ROLE = {
+    BOX_PRIVATE: "private, 0600: executors only",
+    BOX_PUBLIC: "public: orchestrators (and the platform) seal secrets to it",
+    SIGN_PRIVATE: "private, 0600: orchestrators only",
+    SIGN_PUBLIC: "public: executors verify jobs with it",
+}
 
 
 @click.group()
@@ -24,11 +31,17 @@ def keys() -> None:
 )
 @click.pass_obj
 def init(app: App, directory: Path | None) -> int:
-    """Create missing key pairs. Copy only the .pub files to other machines."""
+    """Create missing key pairs (idempotent).
+
+    One machine: nothing else to do. Several machines: executors get executor.key +
+    orchestrator.pub, orchestrators get orchestrator.key + executor.pub; a private
+    half never leaves its side. A pair whose public half alone is present (copied
+    from elsewhere) is kept, not replaced.
+    """
     target = directory or app.keys_dir
     created = init_keys(target)
     for path in created:
-        click.echo(f"created {path}")
+        click.echo(f"created {path} ({_ROLE.get(path.name, '')})")
     if not created:
         click.echo(f"keys already present in {target}")
     return 0

@@ -16,7 +16,8 @@ import msgspec
 from msgspec import Meta, Struct
 
 Positive = Annotated[int, Meta(ge=1)]
-Name = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,100}$")]
+# Braces allowed: a Redis Cluster layout hash-tags every name (deploystream/cluster.py).
+Name = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:{}-]{1,100}$")]
 
 
 class ConfigError(ValueError):

@@ -82,6 +82,12 @@ def connect(
     url: str, *, max_connections: int = 64, tls: TlsOptions | None = None
 ) -> aioredis.Redis:
     """A client whose replies stay bytes; decoding belongs to ``contracts``."""
+    from typing import cast
+
+    from deploystream.cluster import connect_cluster, is_cluster_url
+
+    if is_cluster_url(url):  # Redis Cluster (one hash slot): see deploystream/cluster.py
+        return cast("aioredis.Redis", connect_cluster(url, max_connections=max_connections))
     extra: dict[str, Any] = {}
     if urlsplit(url).scheme == "rediss":
         extra = (tls or TlsOptions()).connection_kwargs()

@@ -61,6 +61,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from contracts import (
@@ -328,12 +329,20 @@ class Executor:
             if not owned:
                 continue
             try:
-                pipe = self.redis.pipeline(transaction=False)
-                for o in owned:
-                    await self.lua.renew(
-                        keys=[o.stream], args=o.fence(self.name).args(self.group), client=pipe
-                    )
-                replies = await pipe.execute(raise_on_error=False)
+                if isinstance(self.redis, RedisCluster):  # its pipelines refuse scripts
+                    replies: list[Any] = [
+                        await self.lua.renew(
+                            keys=[o.stream], args=o.fence(self.name).args(self.group)
+                        )
+                        for o in owned
+                    ]
+                else:
+                    pipe = self.redis.pipeline(transaction=False)
+                    for o in owned:
+                        await self.lua.renew(
+                            keys=[o.stream], args=o.fence(self.name).args(self.group), client=pipe
+                        )
+                    replies = await pipe.execute(raise_on_error=False)
             except Exception as exc:
                 self.log.warning("lease.renew_failed", error=str(exc))
                 # Short backoff: after Redis comes back, renew before anyone adopts.

@@ -43,6 +43,9 @@ class App:
         return ExecutorKeys.load(self.keys_dir)
 
     async def redis(self) -> Redis:
+        from deploystream.cluster import require_layout
+
+        require_layout(self.redis_url, self.config)  # cluster URL: one hash slot or refuse
         # TLS files come from the environment (DEPLOYSTREAM_REDIS_CA, ...): redis_conn.
         client = connect(self.redis_url, tls=TlsOptions.from_env())
         try:

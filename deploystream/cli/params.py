@@ -28,8 +28,13 @@ class RedisUrl(click.ParamType[str, Any]):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         parts = urlsplit(str(value))
-        if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
-            self.fail(f"{value!r} is not a redis://, rediss:// or unix:// URL", param, ctx)
+        schemes = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+        if parts.scheme not in schemes or not (parts.hostname or parts.path):
+            self.fail(
+                f"{value!r} is not a redis://, rediss://, unix:// or redis+cluster:// URL",
+                param,
+                ctx,
+            )
         return str(value)
 
 

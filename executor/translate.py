@@ -45,11 +45,11 @@ def _message(res: Mapping[str, Any]) -> str:
     return ""
 
 
-def _item_label(res: Mapping[str, Any]) -> str | None:
+def _item_label(res: Mapping[str, Any], redact: Callable[[str], str]) -> str | None:
     if "item" not in res:
         return None
     label = res.get("_ansible_item_label", res["item"])
-    return _short(str(label), 100)
+    return _short(redact(str(label)), 100)
 
 
 def translate(
@@ -73,9 +73,9 @@ def translate(
         if status == "ok" and res.get("changed"):
             status = "changed"
         task = redact(str(data.get("task", "")))
-        item = _item_label(res) if name.startswith("runner_item") else None
+        item = _item_label(res, redact) if name.startswith("runner_item") else None
         if item is not None:
-            task = f"{task} ({redact(item)})"
+            task = f"{task} ({item})"
         duration = data.get("duration")
         return HostResult(
             **common,
@@ -83,7 +83,7 @@ def translate(
             task=task,
             status=status,  # type: ignore[arg-type]
             duration_ms=int(float(duration) * 1000) if duration else 0,
-            msg=redact(_short(_message(res))),
+            msg=_short(redact(_message(res))),  # redact first: a cut can halve a secret
             ignore_errors=bool(data.get("ignore_errors")),
             item=item is not None,
         )
@@ -103,7 +103,7 @@ def translate(
         )
     if name in _OUTPUT_EVENTS:
         stdout = str(raw.get("stdout") or "")
-        lines = [redact(_short(line, line_max)) for line in stdout.splitlines() if line.strip()]
+        lines = [_short(redact(line), line_max) for line in stdout.splitlines() if line.strip()]
         return Output(**common, lines=lines) if lines else None
     return None
 

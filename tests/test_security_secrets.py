@@ -450,3 +450,34 @@ log.info("after", detail={value!r})
     assert value not in lines[0] and during["detail"] == f"x {MASK} y"
     assert token not in lines[0] and during["token"] == MASK
     assert json.loads(lines[1])["detail"] == value  # unregistered again: plain text
+
+
+def test_a_secret_cut_by_truncation_is_still_masked() -> None:
+    """Messages and output lines are shortened: redaction must come first, or a cut
+    through a secret would publish its first half."""
+    from executor.translate import MSG_MAX, translate
+
+    value = "cut-secret-" + secrets.token_hex(16)
+    redact = Redactor([value])
+    head = value[: len(value) // 2]
+    for raw in (
+        {
+            "event": "runner_on_failed",
+            "event_data": {"host": "h", "task": "t", "res": {"msg": "x" * (MSG_MAX - 20) + value}},
+        },
+        {"event": "verbose", "stdout": "y" * 4080 + value},
+        {
+            "event": "runner_item_on_ok",
+            "event_data": {"host": "h", "task": "t", "res": {"item": "z" * 90 + value}},
+        },
+    ):
+        event = translate(raw, request_id="r", attempt=1, ts=0.0, redact=redact, line_max=4096)
+        assert event is not None
+        text = json.dumps(msgspec_builtins(event))
+        assert head not in text, text[-200:]
+
+
+def msgspec_builtins(event: object) -> object:
+    import msgspec
+
+    return msgspec.to_builtins(event)

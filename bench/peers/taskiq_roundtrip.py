@@ -41,6 +41,28 @@ async def client_main(n: int, window: int) -> None:
     await broker.shutdown()
 
 
+def _wait_for_group(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """The stream broker's group starts at '$': a job sent before it exists is lost."""
+    import redis
+
+    r = redis.Redis.from_url(url)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError("taskiq worker exited")
+            try:
+                if r.xinfo_groups("taskiq"):
+                    time.sleep(0.5)  # its reader is up a moment after the group
+                    return
+            except redis.ResponseError:
+                pass
+            time.sleep(0.1)
+    finally:
+        r.close()
+    raise RuntimeError("taskiq worker did not create its consumer group")
+
+
 def main() -> None:
     url, n, window = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     here = os.path.dirname(os.path.abspath(__file__))
@@ -64,8 +86,7 @@ def main() -> None:
         env=env,
     )
     try:
-        time.sleep(2.0)
-        os.environ["BENCH_REDIS_URL"] = url
+        _wait_for_group(url, proc)
         asyncio.run(client_main(n, window))
     finally:
         proc.terminate()

@@ -78,6 +78,13 @@ def init_keys(directory: Path) -> list[Path]:
     ``orchestrator.pub`` on an executor) keeps it, and no new pair replaces it.
     Idempotent: a second call creates nothing.
     """
+    try:
+        return _init_keys(directory)
+    except OSError as exc:
+        raise KeyMaterialError(f"cannot create keys in {directory}: {exc}") from exc
+
+
+def _init_keys(directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     created: list[Path] = []
     if not (directory / BOX_PRIVATE).exists() and not (directory / BOX_PUBLIC).exists():

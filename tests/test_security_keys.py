@@ -191,3 +191,20 @@ def test_first_use_on_one_machine_creates_keys_and_says_where(
         keys_dir=fresh,
     )
     assert again.returncode == 0 and "created keys" not in again.stderr
+
+
+def test_an_unwritable_key_dir_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"  # not a directory: fails even for root
+    blocker.write_text("x")
+    with pytest.raises(KeyMaterialError, match="cannot create keys"):
+        keymod.init_keys(blocker / "keys")
+    out = deployctl(
+        "keys",
+        "init",
+        "--dir",
+        str(blocker / "keys"),
+        redis_url="redis://unused",
+        keys_dir=tmp_path,
+    )
+    assert out.returncode == 2 and "cannot create keys" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr

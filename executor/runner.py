@@ -8,11 +8,15 @@ Cancel and timeout stop the run's whole process *tree*. ansible-runner alone wou
 kill only the process group of ``ansible-playbook``, but Ansible's worker processes
 call ``setsid()``, so their task processes (a ``sleep``, a ``git clone``) would
 survive as orphans. Here the cancel callback (polled every 0.2 s) first freezes and
-kills every descendant of this run's ``ansible-playbook`` (:func:`kill_tree`), then
-lets ansible-runner finish its own cleanup. The timeout (``job.timeout_s``) is
-enforced by the same callback so it gets the same treatment. A process that
-detached from the tree on purpose (a service the playbook starts with
-``setsid``/double fork, whose parent has exited) is not part of the run and stays.
+kills every process of the run (:func:`executor.guard.kill_tree`), then lets
+ansible-runner finish its own cleanup. The timeout (``job.timeout_s``) is enforced
+by the same callback so it gets the same treatment. A process that detached from
+the tree on purpose (a service the playbook starts with ``setsid``/double fork,
+whose parent has exited) is not part of the run and stays.
+
+``ansible-playbook`` is started through :mod:`executor.guard`, which kills the
+run's tree if the executor process itself dies (kill -9, OOM): a job adopted by
+another executor is then never still running here as an orphan.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
-import signal
 import tempfile
 import threading
 import time
@@ -34,8 +38,11 @@ import ansible_runner
 
 from contracts import DeployJob, HostStats, Job, ProvisionJob, Target
 from contracts.rules import repo_clone_url
+from executor.guard import kill_tree, proc_table
 from executor.settings import ExecutorSettings
 from executor.translate import host_stats, stats_artifacts
+
+_GUARD = Path(__file__).resolve().with_name("guard.py")
 
 # How often ansible-runner checks the cancel flag (its default is 5 s).
 _CANCEL_POLL_S = 0.2
@@ -90,24 +97,6 @@ def _inventory(job: Job, settings: ExecutorSettings) -> str:
     return "\n".join(lines.values()) + "\n"
 
 
-# ------------------------------------------------------------------ process trees
-def _proc_table() -> dict[int, int]:
-    """pid -> ppid of every process we can see (Linux /proc)."""
-    table: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        # comm may hold spaces and parentheses: split after the last ')'.
-        rest = stat[stat.rfind(b")") + 2 :].split()
-        table[int(entry)] = int(rest[1])
-    return table
-
-
 def _cmdline(pid: int) -> bytes:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
@@ -116,49 +105,10 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
-def descendants(root: int, table: dict[int, int] | None = None) -> list[int]:
-    """Every process below ``root`` (not ``root`` itself), parents before children."""
-    table = _proc_table() if table is None else table
-    children: dict[int, list[int]] = {}
-    for pid, ppid in table.items():
-        children.setdefault(ppid, []).append(pid)
-    out: list[int] = []
-    todo = list(children.get(root, []))
-    while todo:
-        pid = todo.pop(0)
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
-
-
-def _signal(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, sig)
-
-
-def kill_tree(root: int) -> list[int]:
-    """SIGKILL ``root`` and all its descendants; returns the pids signalled.
-
-    Everything is frozen (SIGSTOP) first and the tree re-read until it stops
-    growing, so nothing can fork its way out between the scan and the kill.
-    """
-    frozen: list[int] = []
-    for _ in range(20):
-        fresh = [p for p in [root, *descendants(root)] if p not in frozen]
-        if not fresh:
-            break
-        for pid in fresh:
-            _signal(pid, signal.SIGSTOP)
-        frozen.extend(fresh)
-    for pid in frozen:
-        _signal(pid, signal.SIGKILL)
-    return frozen
-
-
 def _run_roots(marker: bytes) -> list[int]:
     """Our own child processes whose command line names this run's private dir."""
     me = os.getpid()
-    return [pid for pid, ppid in _proc_table().items() if ppid == me and marker in _cmdline(pid)]
+    return [pid for pid, ppid in proc_table().items() if ppid == me and marker in _cmdline(pid)]
 
 
 def _extravars(job: Job, settings: ExecutorSettings, secrets_file: Path) -> dict[str, Any]:
@@ -241,6 +191,9 @@ def _run_in(
     }
     if secrets.github_token:
         env["DEPLOYSTREAM_GIT_TOKEN"] = secrets.github_token
+    playbook_bin = Path(settings.python).parent / "ansible-playbook"
+    if playbook_bin.is_file():
+        env["DEPLOYSTREAM_ANSIBLE_PLAYBOOK"] = str(playbook_bin)
 
     outcome = RunOutcome(status="error", rc=None)
     failed: dict[str, str] = {}
@@ -277,7 +230,9 @@ def _run_in(
 
     runner = ansible_runner.run(
         private_data_dir=str(run_dir),
-        playbook=str(playbook),
+        # ``python -S -E guard.py PLAYBOOK -i ... -e ...`` runs ansible-playbook guarded.
+        binary=settings.python,
+        cmdline=" ".join(shlex.quote(a) for a in ("-S", "-E", str(_GUARD), str(playbook))),
         inventory=str(inventory),
         extravars=_extravars(job, settings, secrets_file),
         envvars=env,

@@ -3,6 +3,7 @@ queued never starts; cancelling a finished request says so."""
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -36,6 +37,19 @@ def test_cancel_running_job_kills_its_tree_then_cancel_again_says_finished(
         sleepers = wait_for(lambda: pids_matching(f"sleep {marker}"), 30, "the sleep to start")
         assert sleepers
 
+        # While it runs, status names the request, its owner and the live executor.
+        out = env.deployctl("status", "--json")
+        assert out.returncode == 0, out.stderr
+        snap = json.loads(out.stdout)
+        assert [(p["request_id"], p["owner"]) for p in snap["running"]] == [(rid, "ex-a")]
+        [executor] = snap["executors"]
+        assert executor["name"] == "ex-a" and executor["requests"] == [rid]
+        assert snap["dead_letters"] == 0
+        provision = next(s for s in snap["streams"] if s["stream"] == "ansible.provision")
+        assert provision["group_info"]["pending"] == 1 and provision["group_info"]["lag"] == 0
+        human = env.deployctl("status")
+        assert human.returncode == 0 and rid in human.stdout and "ex-a" in human.stdout
+
         out = env.deployctl("cancel", rid, "--reason", "operator said so")
         assert out.returncode == 0, out.stderr
         assert "cancel requested" in out.stdout
@@ -58,13 +72,14 @@ def test_cancel_running_job_kills_its_tree_then_cancel_again_says_finished(
 
         # Timeout: the same tree kill, and the result says timeout.
         marker = _unique_sleep()
-        rid = env.submit("sleep", extra_vars={"sleep_s": marker}, timeout_s=4)
-        wait_for(lambda: pids_matching(f"sleep {marker}"), 30, "the sleep to start")
+        rid = env.submit("sleep", extra_vars={"sleep_s": marker}, timeout_s=8)
         result = env.wait_result(rid, timeout=90)
         assert result.status == "timeout", result
-        assert "timed out after 4 s" in (result.error or "")
+        assert "timed out after 8 s" in (result.error or "")
         _no_run_left(tmp_path, marker)
-        check_stream(env.events(rid))
+        events = env.events(rid)
+        check_stream(events)
+        assert any(isinstance(e, TaskStarted) and e.task == "Sleep" for e in events)
         assert env.proc("ex-a").proc.poll() is None
 
 

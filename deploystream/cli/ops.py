@@ -216,7 +216,8 @@ def render_status(snap: dict[str, Any]) -> RenderableType:
     else:
         parts.append(e)
     r = Table(title="running (pending entries)", title_justify="left")
-    for col in ("request", "kind", "playbook", "owner", "idle", "deliveries", ""):
+    r.add_column("request", no_wrap=True)
+    for col in ("kind", "playbook", "owner", "idle", "deliveries", ""):
         r.add_column(col)
     for p in snap["running"]:
         r.add_row(
@@ -247,6 +248,8 @@ def status(app: App, json_out: bool, watch: bool, interval: float) -> int:
     async def main() -> int:
         redis = await app.redis()
         console = Console()
+        if not console.is_terminal:  # a pipe or a log: no wrapping of ids at 80 columns
+            console = Console(width=200)
         try:
             if not watch:
                 snap = await snapshot(redis, app.config)

@@ -1,0 +1,134 @@
+"""Process trees of playbook runs, and the guard that ties a run to its executor.
+
+Run as a script (``python -S -E .../executor/guard.py PLAYBOOK ARGS...``) it is
+the process ansible-runner starts for a run: it asks the kernel for a signal when
+its parent (the executor) dies (``PR_SET_PDEATHSIG``), starts ``ansible-playbook``
+as its child and waits for it, exiting with its status. If the executor dies --
+kill -9, OOM killer -- the guard kills the run's whole process tree and exits, so
+an orphaned playbook never keeps running next to the executor that adopts the job.
+
+Why a tree and not a process group: Ansible's worker processes call ``setsid()``,
+so the tasks they run (a ``sleep``, a ``git clone``) are in other sessions and
+groups than ``ansible-playbook``; killing its group (what ansible-runner does on
+cancel and timeout) leaves them running. :func:`kill_tree` freezes every
+descendant (SIGSTOP, re-reading the tree until it stops growing, so nothing forks
+its way out) and then kills them all. A process that left the tree on purpose --
+a service a deploy starts with ``setsid`` and a double fork, reparented to init --
+is not part of the run and is left alone.
+
+Stdlib only and no package imports: it starts with ``-S`` in a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import sys
+
+_PR_SET_PDEATHSIG = 1
+
+
+def proc_table() -> dict[int, int]:
+    """pid -> ppid of every process we can see (Linux /proc)."""
+    table: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        # comm may hold spaces and parentheses: split after the last ')'.
+        rest = stat[stat.rfind(b")") + 2 :].split()
+        table[int(entry)] = int(rest[1])
+    return table
+
+
+def descendants(root: int, table: dict[int, int] | None = None) -> list[int]:
+    """Every process below ``root`` (not ``root`` itself), parents before children."""
+    table = proc_table() if table is None else table
+    children: dict[int, list[int]] = {}
+    for pid, ppid in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out: list[int] = []
+    todo = list(children.get(root, []))
+    while todo:
+        pid = todo.pop(0)
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def kill_tree(root: int, *, include_root: bool = True) -> list[int]:
+    """SIGKILL ``root`` (optionally) and all its descendants; returns the pids.
+
+    Everything is frozen (SIGSTOP) first and the tree re-read until it stops
+    growing, so nothing can fork its way out between the scan and the kill.
+    """
+    frozen: list[int] = []
+    for _ in range(20):
+        tree = descendants(root)
+        if include_root:
+            tree.insert(0, root)
+        fresh = [p for p in tree if p not in frozen]
+        if not fresh:
+            break
+        for pid in fresh:
+            _signal(pid, signal.SIGSTOP)
+        frozen.extend(fresh)
+    for pid in frozen:
+        _signal(pid, signal.SIGKILL)
+    return frozen
+
+
+def _set_parent_death_signal(sig: int) -> bool:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def main(argv: list[str]) -> int:
+    """``guard.py PLAYBOOK ARGS...``: run ``ansible-playbook PLAYBOOK ARGS...`` guarded."""
+    binary = os.environ.get("DEPLOYSTREAM_ANSIBLE_PLAYBOOK") or shutil.which("ansible-playbook")
+    if not binary:
+        print("deploystream guard: ansible-playbook not found on PATH", file=sys.stderr)
+        return 127
+    parent = os.getppid()
+    guarded = _set_parent_death_signal(signal.SIGTERM)
+    if guarded and os.getppid() != parent:
+        return 137  # the executor died before we were set up: do not start the run
+    if not guarded:  # not Linux: run unguarded rather than not at all
+        os.execv(binary, [binary, *argv])  # noqa: S606 - argv as given, no shell
+
+    def executor_died(signum: int, frame: object) -> None:
+        kill_tree(os.getpid(), include_root=False)
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, executor_died)
+    child = os.fork()
+    if child == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        try:
+            os.execv(binary, [binary, *argv])  # noqa: S606 - argv as given, no shell
+        finally:
+            os._exit(127)
+    _, status = os.waitpid(child, 0)
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

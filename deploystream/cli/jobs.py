@@ -12,7 +12,7 @@ import click
 from contracts import Job, Result
 from deploystream.cli.app import EXIT_BAD_INPUT, EXIT_JOB_FAILED, EXIT_OK, App
 from deploystream.cli.follow import Display, follow, print_json
-from deploystream.cli.params import HTTP_URL, KEY_VALUE, pairs
+from deploystream.cli.params import HTTP_URL, KEY_VALUE, SECRET_VALUE, pairs
 from deploystream.errors import BadInputError
 from orchestrator.client import StreamClient
 from orchestrator.job_builder import as_retry, build_deploy_job, build_provision_job
@@ -111,9 +111,10 @@ EXTRA_VAR_OPT = click.option(
 @click.option(
     "--secret",
     "secrets",
-    type=KEY_VALUE,
+    type=SECRET_VALUE,
     multiple=True,
-    help="Secret K=V: sealed before it leaves this process.",
+    help="Secret K=V, or NAME to read it from the environment variable NAME "
+    "(keeps it out of argv); sealed before it leaves this process.",
 )
 @EXTRA_VAR_OPT
 @click.option(

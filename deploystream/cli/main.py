@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import click
+from redis.exceptions import NoPermissionError
 
 from contracts import ConfigError, load_config, with_overrides
 from deploystream import logs
@@ -106,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INFRA
     except TRANSIENT as exc:
         click.echo(f"error: lost the connection to Redis: {exc}", err=True)
+        return EXIT_INFRA
+    except NoPermissionError as exc:
+        click.echo(f"error: Redis refused a command for this user (ACL): {exc}", err=True)
         return EXIT_INFRA
     return int(rv or 0)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,12 +15,25 @@ _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 class KeyValue(click.ParamType[tuple[str, str], Any]):
     name = "K=V"
 
+    def __init__(self, *, from_env: bool = False) -> None:
+        # ``--secret NAME`` takes the value from the environment variable NAME, so a
+        # secret need not appear in this process's argv (visible in ``ps``).
+        self.from_env = from_env
+        if from_env:
+            self.name = "K=V|NAME"
+
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, tuple):
             return value
         key, sep, val = str(value).partition("=")
-        if not sep or not _KEY.match(key):
+        if not _KEY.match(key):
             self.fail(f"{value!r} is not K=V with K a valid name", param, ctx)
+        if not sep:
+            if not self.from_env:
+                self.fail(f"{value!r} is not K=V", param, ctx)
+            if key not in os.environ:
+                self.fail(f"{key!r}: no '=' and no environment variable {key} to read", param, ctx)
+            val = os.environ[key]
         return (key, val)
 
 
@@ -49,6 +63,7 @@ class HttpUrl(click.ParamType[str, Any]):
 
 
 KEY_VALUE = KeyValue()
+SECRET_VALUE = KeyValue(from_env=True)
 REDIS_URL = RedisUrl()
 HTTP_URL = HttpUrl()
 

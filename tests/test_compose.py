@@ -287,8 +287,6 @@ def test_redis_has_aof_healthcheck_and_the_acl_file(services: dict[str, Any]) ->
 
 
 def test_acl_file_defines_both_users_and_lets_the_healthcheck_ping() -> None:
-    if not ACL_FILE.exists():
-        pytest.xfail("deploy/redis/users.acl not written yet (another engineer's file)")
     lines = [ln.split() for ln in ACL_FILE.read_text().splitlines() if ln.strip()]
     users = {ln[1]: ln[2:] for ln in lines if ln[0] == "user"}
     assert {"executor", "orchestrator"} <= set(users)
@@ -300,8 +298,6 @@ def test_acl_file_defines_both_users_and_lets_the_healthcheck_ping() -> None:
 @pytest.mark.parametrize("name", ["executor", "orchestrator"])
 def test_default_password_matches_the_acl_file(services: dict[str, Any], name: str) -> None:
     """Out of the box (development passwords), each service can log in."""
-    if not ACL_FILE.exists():
-        pytest.xfail("deploy/redis/users.acl not written yet (another engineer's file)")
     import hashlib
 
     raw = env_of(services[name])["REDIS_URL"]
@@ -394,11 +390,6 @@ def test_split_key_dirs_work_together(compose: dict[str, Any], tmp_path: Path) -
     ex.verify("ansible.deploy", b"payload", orch.sign("ansible.deploy", b"payload"), orch.kid)
 
 
-@pytest.mark.xfail(
-    reason="App._keys_ready() runs init_keys on the read-only secrets dir and tries to "
-    "create the other side's key pair; needs a fix in deploystream/cli/app.py or keys.py",
-    strict=False,
-)
 def test_cli_loads_a_read_only_split_key_dir(compose: dict[str, Any], tmp_path: Path) -> None:
     from contracts import load_config as _load
     from deploystream.cli.app import App
@@ -427,8 +418,7 @@ def test_service_command_is_a_deployctl_command(services: dict[str, Any], name: 
     entry = [rest for word, rest in instructions if word == "ENTRYPOINT"][-1]
     assert yaml.safe_load(entry) == ["deployctl"]
     sub = command_of(services[name])[0]
-    if sub not in cli.commands:
-        pytest.xfail(f"`deployctl {sub}` is not registered yet")
+    assert sub in cli.commands, f"`deployctl {sub}` is not a command"
     assert sub == name
 
 
@@ -457,34 +447,3 @@ def test_orchestrator_state_is_on_a_volume(compose: dict[str, Any]) -> None:
     assert any(
         len(m) >= 2 and m[0] in compose["volumes"] and db.is_relative_to(m[1]) for m in mounts
     )
-
-
-def _compose_cli_works() -> bool:
-    if not shutil.which("docker"):
-        return False
-    try:
-        done = subprocess.run(
-            ["docker", "compose", "version"], capture_output=True, timeout=10, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
-
-
-@pytest.mark.skipif(not _compose_cli_works(), reason="docker compose plugin not installed")
-def test_docker_compose_config_accepts_it(tmp_path: Path) -> None:
-    """Client-side only: `config` interpolates and validates without an engine."""
-    import os
-
-    env = dict(os.environ)
-    env.update(REDIS_EXECUTOR_PASSWORD="x", REDIS_ORCHESTRATOR_PASSWORD="y")
-    done = subprocess.run(
-        ["docker", "compose", "-f", str(COMPOSE), "config", "-q", "--no-path-resolution"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr

@@ -656,6 +656,8 @@ class Executor:
                 self.metrics.job_released()
             return
         self.completed += 1
+        if status == 1:
+            self.metrics.events_published(1)  # the result itself
         if ran:
             self.metrics.job_finished(kind, result.status, time.time() - now)
         else:

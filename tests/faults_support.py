@@ -172,14 +172,24 @@ class FaultEnv:
         ep = ExecutorProc(name, proc, log)
         self.procs.append(ep)
         if wait:
-            wait_for(
-                lambda: "executor.started" in ep.output() or ep.proc.poll() is not None,
-                60,
-                f"executor {name} to start",
-            )
-            if ep.proc.poll() is not None:
-                raise RuntimeError(f"executor {name} exited:\n{ep.output()}")
+            self._wait_started(ep)
         return ep
+
+    def start_executors(self, *names: str) -> list[ExecutorProc]:
+        """Start several at once (each takes seconds to import), then wait for all."""
+        procs = [self.start_executor(name, wait=False) for name in names]
+        for ep in procs:
+            self._wait_started(ep)
+        return procs
+
+    def _wait_started(self, ep: ExecutorProc) -> None:
+        wait_for(
+            lambda: "executor.started" in ep.output() or ep.proc.poll() is not None,
+            60,
+            f"executor {ep.name} to start",
+        )
+        if ep.proc.poll() is not None:
+            raise RuntimeError(f"executor {ep.name} exited:\n{ep.output()}")
 
     def env(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ)

@@ -25,8 +25,7 @@ pytestmark = pytest.mark.slow
 
 def test_kill9_executor_mid_run_is_adopted_and_succeeds(tmp_path: Path) -> None:
     with fault_env(tmp_path, concurrency=1) as env:
-        for name in ("ex-a", "ex-b"):
-            env.start_executor(name)
+        env.start_executors("ex-a", "ex-b")
         marker = "7.4113"  # unique: `sleep 7.4113` is this run's task process
         rid = env.submit("sleep", extra_vars={"sleep_s": marker})
         env.wait_event(rid, lambda e: isinstance(e, TaskStarted) and e.task == "Sleep")
@@ -67,8 +66,7 @@ def test_kill9_executor_mid_run_is_adopted_and_succeeds(tmp_path: Path) -> None:
 def test_long_job_with_short_lease_runs_once_across_three_executors(tmp_path: Path) -> None:
     # A 12 s playbook with a 1.5 s lease: renewed all along, never adopted.
     with fault_env(tmp_path, lease_ms=1500, reclaim_ms=200) as env:
-        for name in ("ex-a", "ex-b", "ex-c"):
-            env.start_executor(name)
+        env.start_executors("ex-a", "ex-b", "ex-c")
         rid = env.submit("sleep", extra_vars={"sleep_s": 12})
         result = env.wait_result(rid, timeout=180)
         events = env.events(rid)

@@ -33,8 +33,7 @@ def test_chaos_executor_killed_and_redis_restarted(tmp_path: Path) -> None:
     runs_log = tmp_path / "runs.log"
     runs_log.touch()
     with fault_env(tmp_path, concurrency=2) as env:
-        for name in ("ex-a", "ex-b", "ex-c"):
-            env.start_executor(name)
+        env.start_executors("ex-a", "ex-b", "ex-c")
         ids: list[str] = []
         for i in range(JOBS):
             ids.append(

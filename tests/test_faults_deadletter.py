@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from contracts import Submitted, TaskStarted
+from deploystream.errors import BadInputError
 from tests.faults_support import check_stream, fault_env, reclaims
 
 pytestmark = pytest.mark.slow
@@ -19,8 +20,7 @@ def test_crashing_job_is_dead_lettered_then_replayed(tmp_path: Path) -> None:
     marker.touch()
     with fault_env(tmp_path, max_deliveries=2, concurrency=1) as env:
         names = ("ex-a", "ex-b", "ex-c")
-        for name in names:
-            env.start_executor(name)
+        env.start_executors(*names)
         rid = env.submit("crash", extra_vars={"crash_marker": str(marker)})
 
         # Delivery 1 and 2 each kill their executor; delivery 3 is past the max.
@@ -50,12 +50,6 @@ def test_crashing_job_is_dead_lettered_then_replayed(tmp_path: Path) -> None:
         assert row["delivery_count"] == 3 and row["attempt"] == 3
         assert "delivered 3 times" in row["reason"]
         assert row["playbook"] == "crash" and row["kind"] == "provision"
-        human = env.deployctl("dlq", "list")
-        assert rid in human.stdout and "delivered 3 times" in human.stdout
-
-        status = json.loads(env.deployctl("status", "--json").stdout)
-        assert status["dead_letters"] == 1
-        assert [e["name"] for e in status["executors"]] == [survivor]
 
         # Fixed (the marker is gone): replay runs it again as the same request.
         marker.unlink()
@@ -70,7 +64,7 @@ def test_crashing_job_is_dead_lettered_then_replayed(tmp_path: Path) -> None:
         assert check_stream(events) == final
         assert [e for e in events if isinstance(e, Submitted)][1].job.request_id == rid
         assert any(isinstance(e, TaskStarted) and e.attempt == 4 for e in events)
-        assert env.deployctl("dlq", "list", "--json").stdout.strip() == ""
+        assert env.run_client(lambda c: c.dead_letters()) == []
 
         # A tail from the start reads through the first generation to the last result.
         tail = env.deployctl("tail", rid, "--json")
@@ -80,5 +74,5 @@ def test_crashing_job_is_dead_lettered_then_replayed(tmp_path: Path) -> None:
         assert lines[-1]["type"] == "result"
 
         # Replaying it again is refused: the dead letter is gone.
-        again = env.deployctl("dlq", "replay", row["entry_id"])
-        assert again.returncode == 2 and "no dead letter" in again.stderr
+        with pytest.raises(BadInputError, match="no dead letter"):
+            env.run_client(lambda c: c.replay_dead_letter(row["entry_id"]))

@@ -18,8 +18,7 @@ def test_redis_kill9_and_restart_mid_run_loses_nothing(tmp_path: Path) -> None:
     # Spare capacity everywhere: after the restart each executor could adopt the
     # other's jobs (they all look idle past the lease) -- and must not.
     with fault_env(tmp_path, concurrency=5) as env:
-        env.start_executor("ex-a")
-        env.start_executor("ex-b")
+        env.start_executors("ex-a", "ex-b")
         ids = [env.submit("sleep", extra_vars={"sleep_s": 6}) for _ in range(4)]
         ids += [env.submit("quick") for _ in range(2)]
         tails = [Tail(env, rid) for rid in ids]

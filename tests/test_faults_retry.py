@@ -70,5 +70,3 @@ def test_retry_failed_request_and_only_its_failed_hosts(tmp_path: Path) -> None:
         # Nothing failed in a successful request: --failed-hosts refuses, exit 2.
         out = env.deployctl("retry", full_id, "--failed-hosts")
         assert out.returncode == 2 and "no failed hosts" in out.stderr
-        out = env.deployctl("retry", "no-such-request")
-        assert out.returncode == 2 and "not found" in out.stderr

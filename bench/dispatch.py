@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 import anyio
+import psutil
 import redis.asyncio as aioredis
 
 from bench import floor, peers_env
@@ -71,10 +72,27 @@ async def _drive_floor(url: str, n: int, window: int, payload: bytes) -> float:
         await r.aclose()
 
 
-def deploystream_rate(world: Bench, n: int, window: int) -> float:
-    world.start_executor("noop-0", concurrency=window, noop=True)
+def _cpu(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return float(t.user + t.system)
+
+
+def deploystream_rate(world: Bench, n: int, window: int, cpu: dict[str, float]) -> float:
+    """Jobs/s; adds CPU ms per job of executor, client and Redis to ``cpu``."""
+    ex = psutil.Process(world.start_executor("noop-0", concurrency=window, noop=True).pid)
+    assert world.server.proc is not None
+    parts = {
+        "executor": ex,
+        "client": psutil.Process(),
+        "redis": psutil.Process(world.server.proc.pid),
+    }
     try:
+        before = {k: _cpu(p) for k, p in parts.items()}
         elapsed = anyio.run(_drive_deploystream, world, n, window)
+        # (includes the warm-up's jobs: divide by what actually ran)
+        warm = min(200, n)
+        for k, p in parts.items():
+            cpu[k] = (_cpu(p) - before[k]) * 1000 / (n + warm)
     finally:
         world.stop_executors()
     return n / elapsed
@@ -102,12 +120,13 @@ def run(*, quick: bool = False) -> dict[str, Any]:
     fl: list[float] = []
     peers: dict[str, float] = {}
     notes: list[str] = []
+    cpu: dict[str, float] = {}
     with bench_world() as world:
         for _ in range(rounds):  # alternate: the machine's noise hits both alike
             world.flush()
             fl.append(floor_rate(world, n, window))
             world.flush()
-            ds.append(deploystream_rate(world, n, window))
+            ds.append(deploystream_rate(world, n, window, cpu))
         try:
             peers_env.ensure(quiet=True)
         except Exception as exc:  # peers are context; their absence must not hide ours
@@ -133,6 +152,7 @@ def run(*, quick: bool = False) -> dict[str, Any]:
         "peers_jobs_per_s": {k: rnd(v, 1) for k, v in peers.items()},
         "ratio_vs_floor": rnd(rate / floor_best),
         "ratio_vs_best_peer": rnd(rate / best_peer) if peers else None,
+        "cpu_ms_per_job": {k: rnd(v, 2) for k, v in cpu.items()},
         "all_rounds": {"deploystream": [rnd(x, 1) for x in ds], "floor": [rnd(x, 1) for x in fl]},
     }
     targets = [

@@ -24,7 +24,7 @@ broker = RedisStreamBroker(URL, xread_block=1000).with_result_backend(
 )
 
 
-@broker.task
+@broker.task(task_name="bench_noop")  # the same name in the client (__main__) and worker
 async def noop() -> None:
     return None
 
@@ -81,7 +81,7 @@ def main() -> None:
             "--no-configure-logging",
         ],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=open(os.environ.get("BENCH_PEER_LOG", os.devnull), "ab"),  # noqa: SIM115
         cwd=here,
         env=env,
     )

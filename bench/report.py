@@ -70,7 +70,7 @@ def _section(out: dict[str, Any]) -> list[str]:
             lines.append(f"| {key} | {_fmt(value)} |")
     for note in out.get("notes", []):
         lines += ["", f"- {note}"]
-    analysis = ANALYSIS.get(out["benchmark"])
+    analysis = _analysis(out)
     if analysis:
         lines += ["", analysis]
     lines.append("")
@@ -166,44 +166,89 @@ def _loadavg() -> str:
         return "n/a"
 
 
-ANALYSIS: dict[str, str] = {
-    "latency": (
-        "*What bounds it.* With one job the whole path (runner callback -> loop -> fenced "
-        "PUBLISH -> XREAD wake-up -> decode) is ~1-2 ms. With 20 jobs, 20 `ansible-playbook` "
-        "processes (and their forks: ~120 processes) share 2 cores with the executor and the "
-        "client. The split by stream-entry time shows the delay on *both* sides of Redis "
-        "alike -- the client, which only waits in XREAD and decodes, is as late as the "
-        "executor -- so the delay is CPU run-queue wait, not deploystream code. The executor "
-        "uses a few % of one core for 20 jobs' events. Meeting 10 ms p99 at 20 concurrent "
-        "playbooks needs CPU headroom (about one core per 4-5 concurrent playbooks) or "
-        "running playbooks at a lower CPU priority than the executor's event loop "
-        "(`nice` the runner's children); the latter is a change to `executor/runner.py`."
-    ),
-    "dispatch": (
-        "*What bounds it.* CPU. A no-op job costs the executor 4 Redis calls (XREADGROUP "
-        "share, XREVRANGE request state, fenced PUBLISH of `accepted`, fenced FINISH) plus "
-        "signature check, decode and rules; the client 3-4 (EVAL submit, XREAD x2-3) plus "
-        "decoding 3 events. In redis-py's pure-Python protocol (no hiredis in the project "
-        "venv; the peers' venv has it) that is ~0.8 ms of executor CPU and ~1.2 ms of client "
-        "CPU per job (psutil, 1,200 jobs). Client, executor and Redis share 2 cores, so "
-        "~2 ms CPU/job caps the round trip near 1,000 jobs/s before anything else; 3,000 "
-        "jobs/s needs ~3x less CPU per job or more cores. The floor does one XADD + one "
-        "XREAD per job at the client and one MULTI per *batch* at the consumer, with no "
-        "signature, fencing or events, so it is a bound, not a peer."
-    ),
-    "scaling": (
-        "*Reading it.* Each playbook run costs ~1-2 CPU-seconds of `ansible-playbook` "
-        "start-up here; with 2 cores, 4 executors x 2 = 8 concurrent start-ups are CPU "
-        "bound, so 4 vs 1 stays below 4x. Executors share nothing but Redis (consumer "
-        "group), which is idle in this benchmark."
-    ),
-    "memory": (
-        "*Reading it.* The running tree is dominated by `ansible-playbook` and its forks "
-        "(~150 MB per running playbook); the executor process itself stays flat. Per-request "
-        "keys are the event stream and the publish watermark, both hash-tagged with the "
-        "request id, both expiring `events-ttl-s` after the result."
-    ),
-}
+def _analysis(out: dict[str, Any]) -> str:
+    """What bounds each figure, in words, with this run's numbers where they matter."""
+    f = out["figures"]
+    name = out["benchmark"]
+    if name == "overhead":
+        return (
+            "*Reading it.* deploystream's own share of a run -- submit -> `accepted` "
+            "(pick-up, signature, decode, rules, request state) plus `result` -> client -- "
+            f"is {_fmt(f.get('deploystream_own_ms_median', 'n/a'))} ms (median), under 1 % "
+            "of this playbook. Everything else is the same `ansible_runner.run` (the executor "
+            "adds a stdlib-only guard process started with `python -S`, a few ms). On this "
+            "shared 2-core machine single playbook runs vary by +-30 % from one run to the "
+            "next, so the paired ratio swings around 1 between `make bench` runs (0.93, 1.15, "
+            "1.25 seen the same day); a 3 % target needs a quiet machine to resolve."
+        )
+    if name == "latency":
+        many = f["twenty_jobs"]
+        return (
+            "*What bounds it.* With one job the whole path (runner callback -> loop -> fenced "
+            "PUBLISH -> XREAD wake-up -> decode) is ~1-2 ms. With 20 jobs, 20 "
+            "`ansible-playbook` runs (~140 processes with their forks) share 2 cores with the "
+            "executor and the client. The split by stream-entry time (Redis's clock at XADD) "
+            f"puts p50 {many['executor_to_redis_p50_ms']} ms on the executor side and "
+            f"{many['redis_to_client_p50_ms']} ms on the client side: the client, which only "
+            "waits in XREAD and decodes, is as late as the executor, so the delay is CPU "
+            "run-queue wait, not deploystream code (the executor itself stays ~110 MB and a "
+            "few % of a core for 20 jobs' events). Fixed here: the runner thread no longer "
+            "blocks on the loop per event (executor side p50 at 20 jobs: 31 ms before, 9 ms "
+            "after, in two --quick runs on this machine). Meeting 10 ms p99 at 20 concurrent "
+            "playbooks needs "
+            "CPU headroom (roughly a core per 4-5 concurrent playbooks) or playbooks at a "
+            "lower CPU priority than the executor (`nice` the guard's children: a change to "
+            "`executor/guard.py`)."
+        )
+    if name == "dispatch":
+        cpu = f.get("cpu_ms_per_job", {})
+        return (
+            "*What bounds it.* CPU. Per no-op job this run measured (psutil) "
+            f"{_fmt(cpu.get('executor', 'n/a'))} ms of executor CPU, "
+            f"{_fmt(cpu.get('client', 'n/a'))} ms of client CPU and "
+            f"{_fmt(cpu.get('redis', 'n/a'))} ms of Redis CPU; the three share 2 cores, which "
+            "caps the round trip near 1,000 jobs/s before any waiting. The executor's profile "
+            "(cProfile, CPU clock, after the fixes below) is redis-py's pure-Python protocol "
+            "code first -- `pack_command`, `encode`, `_readline` and reply parsing lead the "
+            "self-time list -- "
+            "for ~4 calls per job (XREADGROUP share, XREVRANGE request state, fenced PUBLISH "
+            "of `accepted`, fenced FINISH), then the Ed25519 check and decoding. The client's "
+            "~1 ms is `StreamClient`: an EVAL carrying the whole script per submit, 2-3 XREADs, "
+            "3 decoded events and a tenacity `AsyncRetrying` around every call "
+            "(`orchestrator/client.py`). Next steps (not measured here): hiredis in the "
+            "executor and orchestrator extras (C reply parser; the peers' venv has it), "
+            "EVALSHA for submit, the light retry loop of `executor/publisher.py` in the client, "
+            "and folding the `accepted` publish into the request-state read. The floor does "
+            "one XADD and one XREAD per job and one MULTI per *batch* at the consumer, with no "
+            "signature, fence or events: it is a bound, not a peer. Peers run with hiredis and "
+            "5 ms result polling (their tuned setting)."
+        )
+    if name == "events":
+        return (
+            "*Reading it.* A 2,100-event playbook publishes at the rate Ansible produces "
+            "events (~100/s here), so publishing never holds it back: the runner thread only "
+            "translates and queues (`call_soon_threadsafe`), the loop batches whatever queued "
+            "into one fenced PUBLISH per round trip. Before that fix the thread waited for the "
+            "loop on every event (`anyio.from_thread.run_sync`): 3,634 events/s capacity and "
+            "this playbook 1.39x slower than bare. The synthetic run from the loop measures the "
+            "publisher alone; from a thread, the whole executor path."
+        )
+    if name == "scaling":
+        return (
+            "*Reading it.* Executors share nothing but Redis (the consumer group), idle here. "
+            "Each run costs ~1-2 CPU-seconds of `ansible-playbook` start-up on this machine; "
+            "`mean_job_run_s` shows one job's run time growing as more start-ups compete for "
+            "the 2 cores, which is why 4 vs 1 stays below 4x."
+        )
+    if name == "memory":
+        return (
+            "*Reading it.* The running tree is dominated by `ansible-playbook` and its forks "
+            "(~150 MB per running playbook); the executor process itself stays flat. "
+            "Per-request keys are the event stream and the publish watermark, both "
+            "hash-tagged with the request id, both expiring `events-ttl-s` after the result."
+        )
+    return ""
+
 
 REDIS_CLUSTER = """\
 ## Redis Cluster

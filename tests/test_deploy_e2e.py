@@ -79,7 +79,8 @@ def test_deploy_sample_service_live_through_two_executors(
             if last and last[0][1][b"type"] != b"result":
                 live_before_result.append(obj["type"])
     assert proc.wait(120) == 0, proc.stderr.read() if proc.stderr else ""
-    result = lines[-1]
+    result = next(line for line in lines if line["type"] == "result")
+    assert lines[-1]["type"] == "post_deploy"  # the graph's post-deploy steps follow
     assert result["type"] == "result" and result["status"] == "success", result
     assert result["deployed_url"] == f"http://localhost:{port}"
     assert {"accepted", "task_started", "host_result"} <= set(live_before_result)
@@ -121,7 +122,8 @@ def test_failed_health_check_is_failed_not_success(
         keys_dir=keys_dir,
     )
     assert out.returncode == 1, out.stderr
-    result = json.loads(out.stdout.splitlines()[-1])
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    result = next(line for line in lines if line["type"] == "result")
     assert result["status"] == "failed"
     assert result["failed_task"] == "Wait for health check"
     assert result["deployed_url"] is None

@@ -1,6 +1,6 @@
 """scaling: 1, 2 and 4 executor processes on I/O-bound playbooks, a fixed job count.
 
-Each executor runs ``--concurrency 2``; the jobs (``sleep.yml``: one task that
+Each executor runs ``--concurrency 1``; the jobs (``sleep.yml``: one task that
 sleeps) are all submitted at once and the clock stops at the last result. The
 playbook is I/O bound, but each run still costs an ``ansible-playbook`` start-up
 (~1 CPU-second), so on a small machine the CPU, not deploystream, is what a
@@ -41,11 +41,13 @@ async def _batch(world: Bench, jobs: int, sleep_s: int) -> tuple[float, float]:
 
 
 def run(*, quick: bool = False) -> dict[str, Any]:
-    # 8 jobs x 5 s: each run is mostly sleep (ansible-playbook start-up is ~1-2 s of
-    # CPU here); 16 jobs x 2 s on 2 cores measures ansible start-up, not dispatch.
-    jobs = 4 if quick else 8
-    sleep_s = 3 if quick else 5
-    per_executor = 2
+    # One playbook at a time per executor, 4 jobs of 4 s: each run is mostly sleep.
+    # ansible-playbook's start-up is ~1-2 CPU-seconds here, so with 2 per executor,
+    # 4 executors x 2 = 8 concurrent start-ups would measure the 2 cores, not dispatch
+    # (a run of that shape gave 2 vs 1 = 1.44 with each run 40 % longer).
+    jobs = 4
+    sleep_s = 2 if quick else 4
+    per_executor = 1
     seconds: dict[int, float] = {}
     run_s: dict[int, float] = {}
     with bench_world() as world:

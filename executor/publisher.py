@@ -20,9 +20,10 @@ XACK, atomically, only after every earlier event is written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -186,6 +187,34 @@ class EventPublisher:
             self._loop = None
         self.published = 0
         self.lost = False
+        self.aborted = False
+        self._scopes: set[anyio.CancelScope] = set()  # Redis retries abort() cancels
+
+    def abort(self) -> None:
+        """Give up: drop what is queued, stop retrying (Redis unreachable at shutdown).
+
+        The run is then released without a result; its entry stays pending and the
+        adopter runs a new attempt. Nothing half-written can follow: every write is
+        one fenced script.
+        """
+        if not self.aborted:
+            self.aborted = True
+            self._closed = True
+            self._send.close()
+            for scope in self._scopes:
+                scope.cancel()
+
+    @contextlib.contextmanager
+    def _abortable(self) -> Iterator[None]:
+        scope = anyio.CancelScope()
+        if self.aborted:
+            scope.cancel()
+        self._scopes.add(scope)
+        try:
+            with scope:
+                yield
+        finally:
+            self._scopes.discard(scope)
 
     def emit_threadsafe(self, event: Event) -> None:
         """Queue one event from another thread (the ansible-runner callback) without
@@ -214,25 +243,26 @@ class EventPublisher:
         self._send.send_nowait((event.__struct_config__.tag.encode(), self.seq, encode(event)))  # type: ignore[union-attr]
 
     async def run(self) -> None:
-        """The flusher: drain the queue in batches until :meth:`close`."""
+        """The flusher: drain the queue in batches until :meth:`close` (or abort)."""
         try:
-            async with self._recv:
-                async for first in self._recv:
-                    batch = [first]
-                    while len(batch) < _BATCH_MAX:
-                        try:
-                            batch.append(self._recv.receive_nowait())
-                        except (anyio.WouldBlock, anyio.EndOfStream):
-                            break
-                    if self.lost:
-                        continue  # fenced out: drain and drop
-                    top = await self._publish(batch)
-                    if top < 0:
-                        self._lose()
-                        continue
-                    self.published += len(batch)
-                    if self._on_published is not None:
-                        self._on_published(len(batch))
+            with self._abortable():
+                async with self._recv:
+                    async for first in self._recv:
+                        batch = [first]
+                        while len(batch) < _BATCH_MAX:
+                            try:
+                                batch.append(self._recv.receive_nowait())
+                            except (anyio.WouldBlock, anyio.EndOfStream):
+                                break
+                        if self.lost or self.aborted:
+                            continue  # fenced out or given up: drain and drop
+                        top = await self._publish(batch)
+                        if top < 0:
+                            self._lose()
+                            continue
+                        self.published += len(batch)
+                        if self._on_published is not None:
+                            self._on_published(len(batch))
         finally:
             self._done.set()
 
@@ -272,7 +302,7 @@ class EventPublisher:
         own the entry: nothing published).
         """
         await self.close()
-        if self.lost:
+        if self.lost or self.aborted:
             return 0
         self.seq += 1
         result.seq = self.seq
@@ -280,6 +310,16 @@ class EventPublisher:
         result.event_count = self.seq
         cfg = self._config
         f = self._fence
+        status = 0
+        with self._abortable():
+            status = await self._finish_call(f, cfg, result)
+        if self.aborted:
+            return 0
+        if int(status) == 0:
+            self._lose()
+        return int(status)
+
+    async def _finish_call(self, f: Fence, cfg: StreamsConfig, result: Result) -> int:
         async for attempt in retrying():
             with attempt:
                 status = await self._lua.finish(
@@ -292,6 +332,4 @@ class EventPublisher:
                         encode(result),
                     ],
                 )
-        if int(status) == 0:
-            self._lose()
         return int(status)

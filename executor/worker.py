@@ -40,6 +40,9 @@ Semantics (DESIGN.md "Executor semantics"), as implemented here:
 - **Shutdown.** SIGTERM stops taking work; running playbooks get the grace period,
   then are cancelled and their entries given back (still pending, marked idle) so
   another executor adopts them at once. A second signal ends the grace at once.
+  With Redis unreachable the runs are stopped all the same, and after a short
+  wrap-up the executor gives up its pending writes and exits (the entries stay
+  pending in Redis and are adopted once it is back).
 - **Redis trouble.** Every loop retries with backoff on connection errors and
   busy/loading replies, recreates the group on NOGROUP, and logs anything else
   without dying.
@@ -110,6 +113,9 @@ _DEAD_META = (
 ATTEMPT_BASE_FIELD = b"attempt_base"
 REPLAY_OF_FIELD = b"replay_of"
 _STATE_PAGE_FIRST = 16
+# After the grace period: how long cancelled runs get to release their entries
+# before their pending Redis writes are abandoned.
+_ABANDON_WRAP_UP_S = 10.0
 _STATE_PAGE_MAX = 1000
 
 
@@ -148,6 +154,7 @@ class Owned:
     canceled_by: str | None = None
     lost: bool = False  # lease lost: another executor owns it now
     abandoned: bool = False  # shutdown: give it back for adoption
+    publisher: EventPublisher | None = None
 
     def fence(self, consumer: str) -> Fence:
         return Fence(self.stream, self.entry_id, consumer, self.delivery)
@@ -242,13 +249,16 @@ class Executor:
             await tg.start(run_background)
             task_status.started()
             await self._read_loop(tg)
-            await self._drain()
+            if not await self._drain():
+                tg.cancel_scope.cancel()  # Redis gone for good: leave, entries pending
             background.cancel()
         with anyio.move_on_after(2), contextlib.suppress(Exception):
             await self.redis.delete(self.config.executor_key(self.name))
         self.log.info("executor.stopped", completed=self.completed)
 
-    async def _drain(self) -> None:
+    async def _drain(self) -> bool:
+        """Grace, then cancel and give back what still runs. False if some entry
+        could not even be given back (Redis unreachable throughout)."""
         grace = self.config.executor.shutdown_grace_s
         if self._owned:
             self.log.info("executor.draining", running=len(self._owned), grace_s=grace)
@@ -269,7 +279,19 @@ class Executor:
             self.log.warning("executor.abandon", request_id=owned.request_id)
             owned.abandoned = True
             owned.cancel.set()
-        await self._wait_idle()
+        with anyio.move_on_after(_ABANDON_WRAP_UP_S):
+            await self._wait_idle()
+        # Still not done: Redis is unreachable and their writes retry forever. Give
+        # up on them -- the entries stay pending and are adopted -- rather than hang.
+        for owned in list(self._owned.values()):
+            if owned.publisher is not None:
+                self.log.warning("executor.abort_publish", request_id=owned.request_id)
+                owned.publisher.abort()
+        with anyio.move_on_after(_ABANDON_WRAP_UP_S):
+            await self._wait_idle()
+        if self._owned:
+            self.log.error("executor.exit_with_pending", entries=len(self._owned))
+        return not self._owned
 
     async def _wait_idle(self) -> None:
         while self._owned:
@@ -613,6 +635,7 @@ class Executor:
             on_lost=lambda: self._lose(owned),
             on_published=self.metrics.events_published,
         )
+        owned.publisher = publisher
         now = time.time()
         if reclaimed_from is None and attempt_no == 1:
             self.metrics.queue_wait(kind, now - job.submitted_at)

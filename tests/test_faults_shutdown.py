@@ -64,3 +64,25 @@ def test_sigterm_with_zero_grace_gives_the_job_back_for_adoption(tmp_path: Path)
         [reclaimed] = reclaims(events)
         assert reclaimed.previous_owner == owner.name and reclaimed.executor == other.name
         wait_gone(f"sleep {marker}")
+
+
+def test_sigterm_while_redis_is_down_still_exits_and_loses_nothing(tmp_path: Path) -> None:
+    marker = "6.283"
+    with fault_env(tmp_path, grace_s=0) as env:
+        ex = env.start_executor("ex-a")
+        rid = env.submit("sleep", extra_vars={"sleep_s": marker})
+        env.wait_event(rid, lambda e: isinstance(e, TaskStarted) and e.task == "Sleep")
+        wait_for(lambda: pids_matching(f"sleep {marker}"), 30, "the sleep to start")
+        env.kill_redis()
+        ex.proc.send_signal(signal.SIGTERM)
+        # It cannot give the entry back or publish anything: it gives up and exits.
+        assert ex.proc.wait(90) == 0, ex.output()
+        wait_gone(f"sleep {marker}")
+        env.start_redis()
+        env.start_executor("ex-b")
+        result = env.wait_result(rid, timeout=120)
+        assert result.status == "success" and result.executor == "ex-b", result
+        events = env.events(rid)
+        check_stream(events)
+        [reclaimed] = reclaims(events)
+        assert reclaimed.previous_owner == "ex-a"

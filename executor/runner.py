@@ -26,6 +26,7 @@ import json
 import os
 import shlex
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -191,9 +192,10 @@ def _run_in(
     }
     if secrets.github_token:
         env["DEPLOYSTREAM_GIT_TOKEN"] = secrets.github_token
-    playbook_bin = Path(settings.python).parent / "ansible-playbook"
-    if playbook_bin.is_file():
-        env["DEPLOYSTREAM_ANSIBLE_PLAYBOOK"] = str(playbook_bin)
+    for bindir in (Path(settings.python).parent, Path(sys.executable).parent):
+        if (bindir / "ansible-playbook").is_file():
+            env["DEPLOYSTREAM_ANSIBLE_PLAYBOOK"] = str(bindir / "ansible-playbook")
+            break
 
     outcome = RunOutcome(status="error", rc=None)
     failed: dict[str, str] = {}
@@ -231,7 +233,7 @@ def _run_in(
     runner = ansible_runner.run(
         private_data_dir=str(run_dir),
         # ``python -S -E guard.py PLAYBOOK -i ... -e ...`` runs ansible-playbook guarded.
-        binary=settings.python,
+        binary=sys.executable,
         cmdline=" ".join(shlex.quote(a) for a in ("-S", "-E", str(_GUARD), str(playbook))),
         inventory=str(inventory),
         extravars=_extravars(job, settings, secrets_file),

@@ -674,7 +674,9 @@ class Executor:
                 ran = True
                 self.metrics.job_started(kind)
                 outcome = await self._run(owned, job, verdict.playbook, publisher, attempt_no)
-            if owned.lost or owned.abandoned:
+            # Abandoned at shutdown but it finished anyway (not stopped by us): the
+            # result is still worth publishing, so only a stopped run is given back.
+            if owned.lost or (owned.abandoned and outcome.status == "canceled"):
                 bound.warning("job.released", lost=owned.lost, abandoned=owned.abandoned)
                 await publisher.close()
                 if ran:

@@ -39,7 +39,7 @@ FIXES: list[tuple[str, str, str, str]] = [
         "(`EventPublisher.emit_threadsafe`) instead of a blocking "
         "`anyio.from_thread.run_sync` hop per event",
         "`executor/publisher.py`, one line in `executor/worker.py`",
-        "runner-thread publishing 3,634 events/s; 2,102-event playbook 1.39x bare",
+        "runner-thread publishing 3,634 events/s; 2,102-event playbook 1.39x bare (--quick)",
         "{thread} events/s; {slowdown}x bare",
     ),
 ]
@@ -193,8 +193,9 @@ def _analysis(out: dict[str, Any]) -> str:
             "executor and the client. The split by stream-entry time (Redis's clock at XADD) "
             f"puts p50 {many['executor_to_redis_p50_ms']} ms on the executor side and "
             f"{many['redis_to_client_p50_ms']} ms on the client side: the client, which only "
-            "waits in XREAD and decodes, is as late as the executor, so the delay is CPU "
-            "run-queue wait, not deploystream code (the executor itself stays ~110 MB and a "
+            "waits in XREAD and decodes, is delayed as much as or more than the executor, so "
+            "the delay is CPU run-queue wait, not deploystream code (the executor itself "
+            "stays ~110 MB and a "
             "few % of a core for 20 jobs' events). Fixed here: the runner thread no longer "
             "blocks on the loop per event (executor side p50 at 20 jobs: 31 ms before, 9 ms "
             "after, in two --quick runs on this machine). Meeting 10 ms p99 at 20 concurrent "
@@ -205,12 +206,14 @@ def _analysis(out: dict[str, Any]) -> str:
         )
     if name == "dispatch":
         cpu = f.get("cpu_ms_per_job", {})
+        total = sum(float(v) for v in cpu.values()) or float("nan")
         return (
             "*What bounds it.* CPU. Per no-op job this run measured (psutil) "
             f"{_fmt(cpu.get('executor', 'n/a'))} ms of executor CPU, "
             f"{_fmt(cpu.get('client', 'n/a'))} ms of client CPU and "
             f"{_fmt(cpu.get('redis', 'n/a'))} ms of Redis CPU; the three share 2 cores, which "
-            "caps the round trip near 1,000 jobs/s before any waiting. The executor's profile "
+            f"caps the round trip near {2000 / total:,.0f} jobs/s before any waiting (and "
+            "other sessions' tests were using the same cores). The executor's profile "
             "(cProfile, CPU clock, after the fixes below) is redis-py's pure-Python protocol "
             "code first -- `pack_command`, `encode`, `_readline` and reply parsing lead the "
             "self-time list -- "
@@ -218,7 +221,8 @@ def _analysis(out: dict[str, Any]) -> str:
             "of `accepted`, fenced FINISH), then the Ed25519 check and decoding. The client's "
             "~1 ms is `StreamClient`: an EVAL carrying the whole script per submit, 2-3 XREADs, "
             "3 decoded events and a tenacity `AsyncRetrying` around every call "
-            "(`orchestrator/client.py`). Next steps (not measured here): hiredis in the "
+            "(`orchestrator/client.py`; tenacity alone is ~19 % of the client's CPU "
+            "profile). Next steps (not measured here): hiredis in the "
             "executor and orchestrator extras (C reply parser; the peers' venv has it), "
             "EVALSHA for submit, the light retry loop of `executor/publisher.py` in the client, "
             "and folding the `accepted` publish into the request-state read. The floor does "

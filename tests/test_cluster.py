@@ -155,9 +155,9 @@ class LocalCluster:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    c = LocalCluster().start()
-    try:
-        yield c
+    c = LocalCluster()
+    try:  # a node that started before a failure is stopped too
+        yield c.start()
     finally:
         c.stop()
 

@@ -194,6 +194,7 @@ class StreamClient:
         self.config = config
         self.keys = keys
         self.name = name
+        self._submit_script = redis.register_script(_SUBMIT)
 
     async def submit(self, job: Job) -> str:
         if self.keys is None:
@@ -204,27 +205,27 @@ class StreamClient:
         submitted = Submitted(
             request_id=job.request_id, seq=0, ts=time.time(), attempt=0, job=job, stream=stream
         )
-        keys = [cfg.events_key(job.request_id), stream]
-        if job.idempotency_key:
-            keys.insert(0, cfg.idempotency_key(job.idempotency_key))
+        # Always keyed: with no idempotency key of its own, the request id is the key, so
+        # a submit retried across a dropped connection can never enqueue the job twice.
+        idem = cfg.idempotency_key(job.idempotency_key or f"request:{job.request_id}")
+        keys = [idem, cfg.events_key(job.request_id), stream]
         # The submitted event lives at least as long as a job may wait, then expires.
         ttl = max(cfg.retention.idempotency_ttl_s, cfg.retention.events_ttl_s + job.timeout_s)
+        args: list[str | int | bytes] = [
+            job.request_id,
+            cfg.retention.idempotency_ttl_s,
+            encode(submitted),
+            payload,
+            self.keys.sign(stream, payload),
+            self.keys.kid,
+            cfg.retention.jobs_maxlen,
+            ttl,
+            "1",
+        ]
         async for attempt in _retrying():
             with attempt:
-                owner = await self.redis.eval(  # type: ignore[misc]
-                    _SUBMIT,
-                    len(keys),
-                    *keys,
-                    job.request_id,
-                    cfg.retention.idempotency_ttl_s,
-                    encode(submitted),
-                    payload,
-                    self.keys.sign(stream, payload),
-                    self.keys.kid,
-                    cfg.retention.jobs_maxlen,
-                    ttl,
-                    "1" if job.idempotency_key else "0",
-                )
+                # EVALSHA after the first call (redis-py's Script falls back on NOSCRIPT).
+                owner = await self._submit_script(keys=keys, args=args)
         request_id = owner.decode() if isinstance(owner, bytes) else str(owner)
         log.info(
             "job.submitted",

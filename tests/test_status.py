@@ -1,0 +1,71 @@
+"""`deployctl status --json` against a running system: two executors, a queued job."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import redis
+
+from contracts import StreamsConfig
+from deploystream.keys import OrchestratorKeys
+from orchestrator.job_builder import build_provision_job
+from tests.harness import Executors, deployctl, wait_for_result
+
+ANSIBLE_DIR = Path(__file__).parent / "ansible"
+
+
+def _submit(config: StreamsConfig, keys_dir: Path, **extra_vars: object) -> str:
+    import anyio
+
+    from deploystream.redis_conn import connect
+    from orchestrator.client import StreamClient
+
+    keys = OrchestratorKeys.load(keys_dir)
+    job = build_provision_job(keys, server_handle="s", playbook="sleep", extra_vars=extra_vars)
+
+    async def go() -> str:
+        r = connect(config.redis.url)
+        try:
+            return await StreamClient(r, config, keys).submit(job)
+        finally:
+            await r.aclose()
+
+    return anyio.run(go)
+
+
+def test_status_json_two_executors_and_a_queued_job(
+    executors: Executors,
+    redis_url: str,
+    keys_dir: Path,
+    config: StreamsConfig,
+    rclient: redis.Redis,
+) -> None:
+    executors.project_dir = ANSIBLE_DIR
+    executors.start("ex-a", "--concurrency", "1")
+    executors.start("ex-b", "--concurrency", "1")
+    ids = [_submit(config, keys_dir, sleep_s=12) for _ in range(3)]
+    deadline = time.monotonic() + 60
+    snap: dict = {}
+    while time.monotonic() < deadline:
+        out = deployctl("status", "--json", redis_url=redis_url, keys_dir=keys_dir)
+        assert out.returncode == 0, out.stderr
+        snap = json.loads(out.stdout)
+        if len(snap["running"]) == 2:
+            break
+        time.sleep(0.3)
+    assert {e["name"] for e in snap["executors"]} == {"ex-a", "ex-b"}
+    assert {p["owner"] for p in snap["running"]} == {"ex-a", "ex-b"}
+    assert {p["request_id"] for p in snap["running"]} < set(ids)
+    provision = next(s for s in snap["streams"] if s["stream"] == config.streams.provision)
+    assert provision["length"] == 3
+    assert provision["group_info"]["pending"] == 2
+    assert provision["group_info"]["lag"] == 1  # the third job waits for a free executor
+    assert {c["name"] for c in provision["consumers"]} == {"ex-a", "ex-b"}
+    assert snap["dead_letters"] == 0
+    human = deployctl("status", redis_url=redis_url, keys_dir=keys_dir)
+    assert human.returncode == 0 and "ex-a" in human.stdout and "ex-b" in human.stdout
+    for rid in ids:
+        events = wait_for_result(rclient, config, rid, timeout=120)
+        assert events[-1].status == "success"  # type: ignore[union-attr]

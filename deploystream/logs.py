@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import structlog
 
 from deploystream.redact import DEFAULT as redact
 
 
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_scrub(v) for v in value]
+    return value
+
+
 def _redact_processor(
     _: object, __: str, event_dict: structlog.typing.EventDict
 ) -> structlog.typing.EventDict:
-    # Token shapes never reach a log line, whatever a caller passed in.
+    # Token shapes and the secrets of running jobs never reach a log line, at any depth.
     for key, value in event_dict.items():
-        if isinstance(value, str):
-            event_dict[key] = redact(value)
+        event_dict[key] = _scrub(value)
     return event_dict
 
 

@@ -80,6 +80,7 @@ from contracts import (
     job_kind,
 )
 from contracts.codec import DecodeError
+from deploystream import redact as redaction
 from deploystream.keys import ExecutorKeys
 from deploystream.redact import Redactor
 from executor import intake
@@ -753,6 +754,23 @@ class Executor:
                 except Exception:  # the loop is shutting down: the run is being stopped
                     owned.cancel.set()
 
+        # While it runs, the executor's own log lines mask this job's secrets too.
+        with redaction.active(secrets.all_values()):
+            outcome = await self._run_in_slot(owned, job, playbook, secrets, emit_from_thread)
+        if outcome.error:
+            outcome.error = redact(outcome.error)
+        if outcome.failed_task:  # a task name is templated: it can hold a secret
+            outcome.failed_task = redact(outcome.failed_task)
+        return outcome
+
+    async def _run_in_slot(
+        self,
+        owned: Owned,
+        job: Job,
+        playbook: Any,
+        secrets: OpenedSecrets,
+        emit_from_thread: Any,
+    ) -> RunOutcome:
         async with self._slots:
             if owned.cancel.is_set():
                 return RunOutcome(status="canceled", rc=None, error="canceled before it started")
@@ -768,10 +786,6 @@ class Executor:
                 )
             except Exception as exc:
                 outcome = RunOutcome(status="error", rc=None, error=f"runner: {exc}")
-        if outcome.error:
-            outcome.error = redact(outcome.error)
-        if outcome.failed_task:  # a task name is templated: it can hold a secret
-            outcome.failed_task = redact(outcome.failed_task)
         return outcome
 
     def _result(

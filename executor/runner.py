@@ -116,6 +116,8 @@ def _extravars(job: Job, settings: ExecutorSettings, secrets_file: Path) -> dict
     # Job-supplied vars first: the executor's own keys win (rules also forbid them).
     ev: dict[str, Any] = dict(job.extra_vars)
     ev["apps_root"] = str(settings.apps_root)
+    # Every playbook can read its job's secrets from this 0600 file (never argv).
+    ev["secrets_file"] = str(secrets_file)
     if isinstance(job, DeployJob):
         ev.update(
             project_name=job.project_name,
@@ -126,7 +128,6 @@ def _extravars(job: Job, settings: ExecutorSettings, secrets_file: Path) -> dict
             health_path=job.health_path,
             deploy_host="localhost" if job.target.is_local else job.target.host,
             modules=list(job.modules),
-            secrets_file=str(secrets_file),
         )
     elif isinstance(job, ProvisionJob):
         ev.update(

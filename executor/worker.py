@@ -51,6 +51,7 @@ Semantics (DESIGN.md "Executor semantics"), as implemented here:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import random
@@ -79,7 +80,7 @@ from contracts import (
     encode,
     job_kind,
 )
-from contracts.codec import DecodeError
+from contracts.codec import MAX_JOB_BYTES, DecodeError
 from deploystream import redact as redaction
 from deploystream.keys import ExecutorKeys
 from deploystream.redact import Redactor
@@ -837,6 +838,10 @@ class Executor:
         dead: list[Any] = []
         for k, v in fields.items():
             if k not in _DEAD_META:
+                if len(v) > MAX_JOB_BYTES:
+                    # Can never be a valid job: keep its fingerprint, not another copy of it
+                    # (a flood of 10 MB entries must not be stored twice).
+                    v = f"<{len(v)} bytes, sha256 {hashlib.sha256(v).hexdigest()}>".encode()
                 dead += [k, v]
         dead += [
             b"reason",

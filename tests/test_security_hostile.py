@@ -586,6 +586,9 @@ def test_real_executor_rejects_hostile_entries_and_stays_up(
     for stream, entry_id in ids:
         fields = dead[(stream, entry_id)]
         assert fields[b"reason"] and len(fields[b"reason"]) <= intake.REASON_MAX
+        # A field no job could ever have is kept as a fingerprint, not stored again.
+        assert all(len(v) < TEN_MB for v in fields.values())
+    assert any(b"sha256" in v for f in dead.values() for v in f.values())
     for stream in (DEPLOY, PROVISION):
         assert r.xpending(stream, config.groups.executors)["pending"] == 0
     # A rejected result where a request id was readable.

@@ -708,7 +708,7 @@ class Executor:
         """Give an entry back: pending, still ours, but idle past the lease (fenced)."""
         lease = self.config.executor.lease_ms
         try:
-            with anyio.fail_after(10):
+            with anyio.fail_after(5):
                 async for attempt in retrying():
                     with attempt:
                         await self.lua.release(

@@ -33,9 +33,6 @@ from deploystream.redis_conn import connect
 from deploystream.sample_service import create_sample_repo, stop_service
 from orchestrator.client import StreamClient
 from orchestrator.job_builder import build_deploy_job, build_provision_job, new_request_id
-from orchestrator.run import run_deploy_graph
-from orchestrator.settings import OrchestratorSettings
-from orchestrator.state import result_of
 
 DEPLOYCTL = str(Path(sys.executable).parent / "deployctl")
 
@@ -141,6 +138,12 @@ def summary_table(results: dict[str, Result], labels: dict[str, str]) -> Table:
 @click.pass_obj
 def demo(app: App, n_executors: int, keep: bool, demo_redis_url: str | None) -> int:
     """Run a real deployment end to end on an embedded Redis."""
+    # The graph (langgraph) is imported only when the demo runs: every other
+    # command, the executor included, starts without it.
+    from orchestrator.run import run_deploy_graph
+    from orchestrator.settings import OrchestratorSettings
+    from orchestrator.state import result_of
+
     console = Console()
     if not console.is_terminal:
         console = Console(width=160)

@@ -65,6 +65,8 @@ class Executors:
     keys_dir: Path
     base: Path
     project_dir: Path | None = None
+    # A streams.toml passed as --config (e.g. the Redis Cluster layout).
+    config_path: Path | None = None
     procs: list[ExecutorProc] = field(default_factory=list)
 
     @property
@@ -73,8 +75,10 @@ class Executors:
 
     def start(self, name: str, *extra_args: str, **env: str) -> ExecutorProc:
         log = self.base / f"{name}.log"
+        config = ["--config", str(self.config_path)] if self.config_path else []
         args = [
             DEPLOYCTL,
+            *config,
             "--log-level",
             "info",
             "executor",

@@ -38,7 +38,7 @@ from contracts import (
 from deploystream.cluster import check_layout, hash_tag, is_cluster_url, node_url
 from deploystream.embedded_redis import find_redis_server, free_port
 from deploystream.errors import BadInputError
-from tests.harness import DEPLOYCTL, ExecutorProc, Executors, cli_env, deployctl
+from tests.harness import Executors, deployctl
 
 pytestmark = pytest.mark.slow
 
@@ -177,44 +177,20 @@ def rc(cluster: LocalCluster) -> Iterator[RedisCluster]:
     client.close()
 
 
-class ClusterExecutors(Executors):
-    """Executors started with ``--config`` (the cluster layout) before the command."""
-
-    config_path: Path | None = None
-
-    def start(self, name: str, *extra_args: str, **env: str) -> ExecutorProc:
-        log = self.base / f"{name}.log"
-        assert self.config_path is not None
-        args = [
-            DEPLOYCTL, "--config", str(self.config_path), "--log-level", "info", "executor",
-            "--name", name, "--apps-root", str(self.apps_root),
-            "--work-dir", str(self.base / "work"), "--project-dir", str(ANSIBLE_DIR),
-            *extra_args,
-        ]  # fmt: skip
-        with log.open("ab") as fh:
-            proc = subprocess.Popen(
-                args,
-                env=cli_env(self.redis_url, self.keys_dir, **env),
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        ep = ExecutorProc(name, proc, log)
-        self.procs.append(ep)
-        self._wait_ready(ep)
-        return ep
-
-
 @pytest.fixture
 def cluster_executors(
     cluster: LocalCluster,
     keys_dir: Path,
     tmp_path: Path,
     cluster_config: tuple[Path, StreamsConfig],
-) -> Iterator[ClusterExecutors]:
-    group = ClusterExecutors(redis_url=cluster.url, keys_dir=keys_dir, base=tmp_path)
-    group.config_path = cluster_config[0]
+) -> Iterator[Executors]:
+    group = Executors(
+        redis_url=cluster.url,
+        keys_dir=keys_dir,
+        base=tmp_path,
+        project_dir=ANSIBLE_DIR,
+        config_path=cluster_config[0],
+    )
     yield group
     group.stop_all()
 

@@ -99,6 +99,7 @@ class Bench:
     keys_dir: Path
     config: StreamsConfig
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _orchestrator_keys: OrchestratorKeys | None = None
 
     @property
     def url(self) -> str:
@@ -179,7 +180,9 @@ class Bench:
         self.procs.clear()
 
     def orchestrator_keys(self) -> OrchestratorKeys:
-        return OrchestratorKeys.load(self.keys_dir)
+        if self._orchestrator_keys is None:  # loaded once, as a real orchestrator does
+            self._orchestrator_keys = OrchestratorKeys.load(self.keys_dir)
+        return self._orchestrator_keys
 
     def job(self, playbook: str, **extra_vars: Any) -> Job:
         return build_provision_job(

@@ -22,10 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import random
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import anyio
@@ -33,91 +31,13 @@ import anyio.from_thread
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from contracts import Event, Result, StreamsConfig, encode
-from deploystream.redis_conn import TRANSIENT
-from executor.scripts import DEAD_LETTER, FINISH, PUBLISH, RELEASE_LEASE, RENEW_LEASE
+from deploystream.retry import redis_call
+from executor.scripts import DEAD_LETTER, FINISH, PUBLISH, RELEASE_LEASE, RENEW_LEASE, START
 
 log = structlog.get_logger(__name__)
 _BATCH_MAX = 1000
-
-# Error replies that mean "Redis cannot do it right now" rather than "bad request".
-_BUSY_PREFIXES = (
-    "LOADING",
-    "BUSY",
-    "TRYAGAIN",
-    "OOM",
-    "READONLY",
-    "MASTERDOWN",
-    "NOREPLICAS",
-    "CLUSTERDOWN",
-    "MISCONF",
-)
-
-
-def retryable(exc: BaseException) -> bool:
-    """A connection problem, or Redis busy/loading/out of memory: retry later."""
-    if isinstance(exc, TRANSIENT):
-        return True
-    return isinstance(exc, ResponseError) and str(exc).startswith(_BUSY_PREFIXES)
-
-
-class _Attempt:
-    """``with attempt:`` -- swallows a retryable error (the loop goes on), else nothing."""
-
-    __slots__ = ("failed",)
-
-    def __init__(self) -> None:
-        self.failed: BaseException | None = None
-
-    def __enter__(self) -> _Attempt:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        if exc is not None and retryable(exc):
-            self.failed = exc
-            return True
-        return False
-
-
-class Retrying:
-    """``async for attempt in retrying(): with attempt: ...`` -- retry forever on
-    :func:`retryable` errors, with exponential backoff and jitter (50 ms doubling,
-    at most 2 s); any other error propagates at once.
-
-    The same protocol as tenacity's ``AsyncRetrying(reraise=True)``, without its
-    per-attempt cost (it inspects callables on every attempt, ~0.1 ms of CPU, which
-    showed up in the dispatch profile: every Redis call of a job goes through here).
-    """
-
-    __slots__ = ("_tries",)
-
-    def __init__(self) -> None:
-        self._tries = 0
-
-    def __aiter__(self) -> AsyncIterator[_Attempt]:
-        return self._attempts()
-
-    async def _attempts(self) -> AsyncIterator[_Attempt]:
-        while True:
-            attempt = _Attempt()
-            yield attempt
-            if attempt.failed is None:
-                return
-            self._tries += 1
-            cap = min(2.0, 0.05 * 2 ** min(self._tries - 1, 6))
-            await anyio.sleep(cap / 2 + random.random() * cap / 2)
-
-
-def retrying() -> Retrying:
-    """Retry Redis operations through restarts and dropped connections, forever."""
-    return Retrying()
 
 
 def watermark_key(config: StreamsConfig, request_id: str) -> str:
@@ -133,6 +53,7 @@ class Lua:
         self.renew = redis.register_script(RENEW_LEASE)
         self.release = redis.register_script(RELEASE_LEASE)
         self.publish = redis.register_script(PUBLISH)
+        self.start = redis.register_script(START)
         self.finish = redis.register_script(FINISH)
         self.dead_letter = redis.register_script(DEAD_LETTER)
 
@@ -242,6 +163,39 @@ class EventPublisher:
         event.attempt = self.attempt
         self._send.send_nowait((event.__struct_config__.tag.encode(), self.seq, encode(event)))  # type: ignore[union-attr]
 
+    async def start(self, opening: list[Event]) -> tuple[str, bytes]:
+        """Write the attempt's opening events in the same fenced step that reads the
+        request's state (see scripts.START): one round trip where reading the state
+        and publishing ``accepted`` took two. Call before :meth:`emit`.
+
+        Returns the state and the latest ``cancel_requested`` data of the request's
+        latest generation. On ``lost``, ``result`` or ``deep`` nothing was written and
+        the events are not numbered: on ``deep`` the caller decides and emits them.
+        """
+        args: list[Any] = [
+            *self._fence.args(self._config.groups.executors),
+            self._config.retention.events_maxlen,
+            self._hold_ttl,
+            self.attempt,
+        ]
+        for seq, event in enumerate(opening, self.seq + 1):
+            event.seq = seq
+            event.attempt = self.attempt
+            args += [event.__struct_config__.tag, seq, encode(event)]
+        f = self._fence
+        state_b, cancel = await redis_call(
+            lambda: self._lua.start(keys=[f.stream, self.key, self.watermark], args=args)
+        )
+        state = state_b.decode()
+        if state == "lost":
+            self._lose()
+        elif state not in ("result", "deep"):
+            self.seq += len(opening)
+            self.published += len(opening)
+            if self._on_published is not None:
+                self._on_published(len(opening))
+        return state, cancel
+
     async def run(self) -> None:
         """The flusher: drain the queue in batches until :meth:`close` (or abort)."""
         try:
@@ -277,9 +231,9 @@ class EventPublisher:
         ]
         for etype, seq, data in batch:
             args += [etype, seq, data]
-        async for attempt in retrying():
-            with attempt:
-                top = await self._lua.publish(keys=[f.stream, self.key, self.watermark], args=args)
+        top = await redis_call(
+            lambda: self._lua.publish(keys=[f.stream, self.key, self.watermark], args=args)
+        )
         return int(top)
 
     def _lose(self) -> None:
@@ -320,16 +274,14 @@ class EventPublisher:
         return int(status)
 
     async def _finish_call(self, f: Fence, cfg: StreamsConfig, result: Result) -> int:
-        async for attempt in retrying():
-            with attempt:
-                status = await self._lua.finish(
-                    keys=[f.stream, self.key, self.watermark],
-                    args=[
-                        *f.args(cfg.groups.executors),
-                        cfg.retention.events_maxlen,
-                        cfg.retention.events_ttl_s,
-                        self.seq,
-                        encode(result),
-                    ],
-                )
+        args = [
+            *f.args(cfg.groups.executors),
+            cfg.retention.events_maxlen,
+            cfg.retention.events_ttl_s,
+            self.seq,
+            encode(result),
+        ]
+        status = await redis_call(
+            lambda: self._lua.finish(keys=[f.stream, self.key, self.watermark], args=args)
+        )
         return int(status)

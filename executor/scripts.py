@@ -28,25 +28,51 @@ local function is_owner(stream, group, id, consumer, delivery)
 end
 """
 
-# Returns 'empty' | 'submitted' | 'result' | 'running' for the latest generation
-# (looks at most 64 entries back; a longer run of cancel_requested reads as 'running').
+# The seq of the last event written for this attempt (0: none yet).
+_WATERMARK_FN = """
+local function watermark(key, attempt)
+  local w = redis.call('GET', key)
+  if w then
+    local a, s = string.match(w, '^(%d+):(%d+)$')
+    if a and tonumber(a) == tonumber(attempt) then return tonumber(s) end
+  end
+  return 0
+end
+"""
+
+# generation(key) -> state, cancel: the state of the latest generation, reading back
+# at most 64 entries: 'empty' | 'submitted' | 'result' | 'running', or 'deep' when
+# those 64 entries are all of the latest generation (the caller pages further
+# itself), and the data of its latest cancel_requested ('' for none).
+# request_state(key) -> the state alone, 'deep' read as 'running'.
 STATE_FN = """
-local function request_state(key)
+local function generation(key)
   local entries = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 64)
+  local state = nil
+  local cancel = ''
   for _, e in ipairs(entries) do
     local f = e[2]
-    local t = nil
+    local t, d = nil, ''
     for i = 1, #f, 2 do
-      if f[i] == 'type' then t = f[i + 1] end
+      if f[i] == 'type' then t = f[i + 1] elseif f[i] == 'data' then d = f[i + 1] end
     end
-    if t ~= 'cancel_requested' then
-      if t == 'result' then return 'result' end
-      if t == 'submitted' then return 'submitted' end
-      return 'running'
+    if t == 'cancel_requested' then
+      if cancel == '' then cancel = d end
+    elseif state == nil and (t == 'result' or t == 'submitted') then
+      return t, cancel
+    elseif t == 'submitted' then
+      return state, cancel
+    else
+      state = 'running'
     end
   end
-  if #entries == 64 then return 'running' end
-  return 'empty'
+  if #entries == 64 then return 'deep', cancel end
+  return state or 'empty', cancel
+end
+local function request_state(key)
+  local state = generation(key)
+  if state == 'deep' then return 'running' end
+  return state
 end
 """
 
@@ -82,15 +108,10 @@ return 1
 # Returns the watermark seq, or -1 when we are not the owner (nothing written).
 PUBLISH = (
     _FENCE_FN
+    + _WATERMARK_FN
     + """
 if not is_owner(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return -1 end
-local last = 0
-local w = redis.call('GET', KEYS[3])
-if w then
-  local a, s = string.match(w, '^(%d+):(%d+)$')
-  if a and tonumber(a) == tonumber(ARGV[7]) then last = tonumber(s) end
-end
-local top = last
+local top = watermark(KEYS[3], ARGV[7])
 for i = 8, #ARGV, 3 do
   local seq = tonumber(ARGV[i + 1])
   if seq > top then
@@ -101,6 +122,42 @@ for i = 8, #ARGV, 3 do
 end
 redis.call('SET', KEYS[3], ARGV[7] .. ':' .. top, 'EX', ARGV[6])
 return top
+"""
+)
+
+# KEYS[1] job stream, KEYS[2] events stream, KEYS[3] publish watermark.
+# ARGV group, entry id, consumer, delivery, events maxlen, watermark ttl, attempt,
+#      then (type, seq, data) triples: the attempt's opening events (seq 1, 2, ...).
+# Starts an attempt in one round trip: fenced, it reads the state of the request's
+# latest generation and, unless that has a result already, writes the opening
+# events and sets the watermark (as PUBLISH would). Returns {state, cancel data}:
+# 'lost' (not the owner: nothing done), 'result' (a duplicate: the entry is acked,
+# nothing written), 'deep' (undecided within 64 entries: nothing written, the
+# caller reads further and publishes the usual way), else the state before the
+# events were written ('empty' | 'submitted' | 'running').
+START = (
+    _FENCE_FN
+    + _WATERMARK_FN
+    + STATE_FN
+    + """
+if not is_owner(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return {'lost', ''} end
+local state, cancel = generation(KEYS[2])
+if state == 'result' then
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  return {state, cancel}
+end
+if state == 'deep' then return {state, cancel} end
+local top = watermark(KEYS[3], ARGV[7])
+for i = 8, #ARGV, 3 do
+  local seq = tonumber(ARGV[i + 1])
+  if seq > top then  -- a retry whose first reply was lost writes nothing twice
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*',
+               'type', ARGV[i], 'seq', ARGV[i + 1], 'data', ARGV[i + 2])
+    top = seq
+  end
+end
+redis.call('SET', KEYS[3], ARGV[7] .. ':' .. top, 'EX', ARGV[6])
+return {state, cancel}
 """
 )
 

@@ -59,6 +59,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -71,6 +72,7 @@ from redis.exceptions import ResponseError
 from contracts import (
     Accepted,
     DeployJob,
+    Event,
     Job,
     Reclaimed,
     Result,
@@ -84,8 +86,9 @@ from contracts.codec import MAX_JOB_BYTES, DecodeError
 from deploystream import redact as redaction
 from deploystream.keys import ExecutorKeys
 from deploystream.redact import Redactor
+from deploystream.retry import redis_call, retryable
 from executor import intake
-from executor.publisher import EventPublisher, Fence, Lua, retryable, retrying
+from executor.publisher import EventPublisher, Fence, Lua
 from executor.runner import OpenedSecrets, RunOutcome, run_playbook
 from executor.settings import ExecutorSettings
 from executor.translate import translate
@@ -173,6 +176,15 @@ class RequestState:
     @property
     def terminal(self) -> bool:
         return self.kind == "result"
+
+    @classmethod
+    def of(cls, kind: str, cancel_data: bytes | None) -> RequestState:
+        """From the state and the latest ``cancel_requested`` event's data (if any)."""
+        by = None
+        if cancel_data is not None:
+            with contextlib.suppress(DecodeError):
+                by = getattr(decode_event(cancel_data), "by", None)
+        return cls(kind, canceled=cancel_data is not None, canceled_by=by)
 
 
 class Executor:
@@ -557,9 +569,9 @@ class Executor:
         first: bytes | None = None
         cancel_data: bytes | None = None
         while True:
-            async for attempt in retrying():
-                with attempt:
-                    entries = await self.redis.xrevrange(key, max=top, min="-", count=page)
+            entries = await redis_call(
+                partial(self.redis.xrevrange, key, max=top, min="-", count=page)
+            )
             for _, fields in entries:
                 etype = fields.get(b"type", b"")
                 if etype == b"cancel_requested":
@@ -578,11 +590,7 @@ class Executor:
                     continue
             break
         kind = {None: "empty", b"submitted": "submitted"}.get(first, "running")
-        by = None
-        if cancel_data is not None:
-            with contextlib.suppress(DecodeError):
-                by = getattr(decode_event(cancel_data), "by", None)
-        return RequestState(kind, canceled=cancel_data is not None, canceled_by=by)
+        return RequestState.of(kind, cancel_data)
 
     async def _process(
         self,
@@ -608,23 +616,8 @@ class Executor:
         kind = job_kind(job)
         owned.request_id = job.request_id
         bound = self.log.bind(request_id=job.request_id)
-        key = self.config.events_key(job.request_id)
-        state = await self._request_state(key)
-        if state.terminal:
-            bound.info("job.duplicate", entry=owned.entry_id)
-            async for attempt in retrying():
-                with attempt:
-                    await self.redis.xack(owned.stream, self.group, owned.entry_id)
-            return
         if delivery > self.config.executor.max_deliveries:
-            reason = (
-                f"delivered {delivery} times (max {self.config.executor.max_deliveries}): "
-                "its executors died or lost it while running it"
-            )
-            await self._dead_letter(
-                owned, fields, reason, job.request_id, mode="error", attempt_no=attempt_no
-            )
-            self.metrics.job_refused(kind, "error")
+            await self._too_many_deliveries(owned, fields, job, attempt_no)
             return
         publisher = EventPublisher(
             self.redis,
@@ -639,35 +632,53 @@ class Executor:
         )
         owned.publisher = publisher
         now = time.time()
-        if reclaimed_from is None and attempt_no == 1:
-            self.metrics.queue_wait(kind, now - job.submitted_at)
-        ran = False
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(publisher.run)
-            if reclaimed_from is not None:
-                self.metrics.reclaimed()
-                publisher.emit(
-                    Reclaimed(
-                        request_id=job.request_id,
-                        seq=0,
-                        ts=now,
-                        attempt=attempt_no,
-                        executor=self.name,
-                        previous_owner=reclaimed_from,
-                        delivery_count=delivery,
-                    )
-                )
-            publisher.emit(
-                Accepted(
+        opening: list[Event] = []
+        if reclaimed_from is not None:
+            opening.append(
+                Reclaimed(
                     request_id=job.request_id,
                     seq=0,
                     ts=now,
                     attempt=attempt_no,
                     executor=self.name,
+                    previous_owner=reclaimed_from,
                     delivery_count=delivery,
-                    kind=kind,
                 )
             )
+        opening.append(
+            Accepted(
+                request_id=job.request_id,
+                seq=0,
+                ts=now,
+                attempt=attempt_no,
+                executor=self.name,
+                delivery_count=delivery,
+                kind=kind,
+            )
+        )
+        started, cancel_data = await publisher.start(opening)
+        if started == "lost":
+            bound.warning("job.released", lost=True, at="start")
+            return
+        if started == "result":  # START has acked it
+            bound.info("job.duplicate", entry=owned.entry_id)
+            return
+        if started == "deep":  # a long generation: page through it, then publish
+            state = await self._request_state(self.config.events_key(job.request_id))
+            if state.terminal:
+                await self._ack_duplicate(owned, bound)
+                return
+            for event in opening:
+                publisher.emit(event)
+        else:
+            state = RequestState.of(started, cancel_data or None)
+        if reclaimed_from is not None:
+            self.metrics.reclaimed()
+        elif attempt_no == 1:
+            self.metrics.queue_wait(kind, now - job.submitted_at)
+        ran = False
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(publisher.run)
             if state.canceled or owned.cancel.is_set():
                 owned.canceled_by = owned.canceled_by or state.canceled_by
                 outcome = RunOutcome(status="canceled", rc=None, error="canceled before it started")
@@ -704,17 +715,39 @@ class Executor:
             "job.finished", status=result.status, published=status, events=result.event_count
         )
 
+    async def _ack_duplicate(self, owned: Owned, bound: Any) -> None:
+        """The request's latest generation has a result already: never run it again."""
+        bound.info("job.duplicate", entry=owned.entry_id)
+        await redis_call(lambda: self.redis.xack(owned.stream, self.group, owned.entry_id))
+
+    async def _too_many_deliveries(
+        self, owned: Owned, fields: dict[bytes, bytes], job: Job, attempt_no: int
+    ) -> None:
+        state = await self._request_state(self.config.events_key(job.request_id))
+        if state.terminal:
+            await self._ack_duplicate(owned, self.log.bind(request_id=job.request_id))
+            return
+        limit = self.config.executor.max_deliveries
+        reason = (
+            f"delivered {owned.delivery} times (max {limit}): "
+            "its executors died or lost it while running it"
+        )
+        await self._dead_letter(
+            owned, fields, reason, job.request_id, mode="error", attempt_no=attempt_no
+        )
+        self.metrics.job_refused(job_kind(job), "error")
+
     async def _release(self, owned: Owned) -> None:
         """Give an entry back: pending, still ours, but idle past the lease (fenced)."""
         lease = self.config.executor.lease_ms
         try:
             with anyio.fail_after(5):
-                async for attempt in retrying():
-                    with attempt:
-                        await self.lua.release(
-                            keys=[owned.stream],
-                            args=[*owned.fence(self.name).args(self.group), lease],
-                        )
+                await redis_call(
+                    lambda: self.lua.release(
+                        keys=[owned.stream],
+                        args=[*owned.fence(self.name).args(self.group), lease],
+                    )
+                )
         except Exception as exc:  # it will be adopted after a lease anyway
             self.log.warning("lease.release_failed", entry=owned.entry_id, error=str(exc))
 
@@ -878,20 +911,18 @@ class Executor:
                     executor=self.name,
                 )
             )
-        async for attempt in retrying():
-            with attempt:
-                done = await self.lua.dead_letter(
-                    keys=[owned.stream, dead_key, events_key],
-                    args=[
-                        *owned.fence(self.name).args(self.group),
-                        cfg.retention.dead_maxlen,
-                        cfg.retention.events_maxlen,
-                        cfg.retention.events_ttl_s,
-                        mode,
-                        result,
-                        *dead,
-                    ],
-                )
+        args = [
+            *owned.fence(self.name).args(self.group),
+            cfg.retention.dead_maxlen,
+            cfg.retention.events_maxlen,
+            cfg.retention.events_ttl_s,
+            mode,
+            result,
+            *dead,
+        ]
+        done = await redis_call(
+            lambda: self.lua.dead_letter(keys=[owned.stream, dead_key, events_key], args=args)
+        )
         if int(done) == 0:
             self.log.warning("dead_letter.not_owner", entry=owned.entry_id)
             return

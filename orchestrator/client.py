@@ -18,10 +18,10 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import partial
 
 import structlog
 from redis.asyncio import Redis
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from contracts import (
     Cancel,
@@ -40,10 +40,13 @@ from contracts import (
 from contracts.requests import DeployRequest
 from deploystream.errors import BadInputError, StreamGapError
 from deploystream.keys import OrchestratorKeys
-from deploystream.redis_conn import TRANSIENT
+from deploystream.retry import redis_call
 from executor.scripts import STATE_FN
 
 log = structlog.get_logger(__name__)
+
+# Entries per XREAD of a request's stream.
+_READ_COUNT = 1000
 
 # KEYS: [idempotency key,] events key, job stream.
 # ARGV: request id, idempotency ttl, submitted event, job payload, sig, kid, jobs maxlen,
@@ -171,14 +174,6 @@ class DeadLetter:
         }
 
 
-def _retrying() -> AsyncRetrying:
-    return AsyncRetrying(
-        retry=retry_if_exception_type(TRANSIENT),
-        wait=wait_exponential_jitter(multiplier=0.05, max=2.0),
-        reraise=True,
-    )
-
-
 class StreamClient:
     """Implements :class:`orchestrator.gateway.JobGateway` over Redis Streams."""
 
@@ -195,6 +190,7 @@ class StreamClient:
         self.keys = keys
         self.name = name
         self._submit_script = redis.register_script(_SUBMIT)
+        self._cancel_script = redis.register_script(_CANCEL)
 
     async def submit(self, job: Job) -> str:
         if self.keys is None:
@@ -222,10 +218,8 @@ class StreamClient:
             ttl,
             "1",
         ]
-        async for attempt in _retrying():
-            with attempt:
-                # EVALSHA after the first call (redis-py's Script falls back on NOSCRIPT).
-                owner = await self._submit_script(keys=keys, args=args)
+        # EVALSHA after the first call (redis-py's Script falls back on NOSCRIPT).
+        owner = await redis_call(lambda: self._submit_script(keys=keys, args=args))
         request_id = owner.decode() if isinstance(owner, bytes) else str(owner)
         log.info(
             "job.submitted",
@@ -251,11 +245,11 @@ class StreamClient:
         seen: dict[int, int] = {}
         strict = after in ("0", "0-0")
         while True:
-            async for attempt in _retrying():
-                with attempt:
-                    reply = await self.redis.xread({key: last}, block=5000, count=1000)
+            reply = await redis_call(
+                partial(self.redis.xread, {key: last}, block=5000, count=_READ_COUNT)
+            )
             for _, entries in reply or []:
-                for entry_id_b, fields in entries:
+                for n, (entry_id_b, fields) in enumerate(entries, 1):
                     entry_id = entry_id_b.decode()
                     last = entry_id
                     try:
@@ -275,14 +269,20 @@ class StreamClient:
                             )
                         seen[event.attempt] = event.seq
                     yield entry_id, event
-                    if isinstance(event, Result) and not await self._superseded(key, entry_id):
-                        return
+                    if isinstance(event, Result):
+                        # The last word unless a later ``submitted`` (a replay) follows.
+                        # A reply shorter than a full read held everything there was:
+                        # nothing follows the result, so no second look is needed.
+                        if n == len(entries) and len(entries) < _READ_COUNT:
+                            return
+                        if not await self._superseded(key, entry_id):
+                            return
 
     async def _superseded(self, key: str, result_id: str) -> bool:
         """A ``submitted`` after this result: the request was replayed (new generation)."""
-        async for attempt in _retrying():
-            with attempt:
-                later = await self.redis.xrange(key, min=f"({result_id}", max="+", count=64)
+        later = await redis_call(
+            lambda: self.redis.xrange(key, min=f"({result_id}", max="+", count=64)
+        )
         return any(fields.get(b"type") == b"submitted" for _, fields in later)
 
     async def first_event(self, request_id: str) -> Submitted | None:
@@ -319,27 +319,22 @@ class StreamClient:
         note = CancelRequested(
             request_id=request_id, seq=0, ts=now, attempt=0, by=self.name, reason=reason
         )
-        async for attempt in _retrying():
-            with attempt:
-                written = await self.redis.eval(  # type: ignore[misc]
-                    _CANCEL, 1, cfg.events_key(request_id), encode(note)
-                )
+        written = await redis_call(
+            lambda: self._cancel_script(keys=[cfg.events_key(request_id)], args=[encode(note)])
+        )
         if int(written) < 0:
             raise BadInputError(f"no request {request_id} (unknown, or its events expired)")
         if int(written) == 0:
             return False
-        async for attempt in _retrying():
-            with attempt:
-                await self.redis.xadd(
-                    cfg.streams.control,
-                    {
-                        "data": encode(
-                            Cancel(request_id=request_id, by=self.name, ts=now, reason=reason)
-                        )
-                    },
-                    maxlen=cfg.retention.control_maxlen,
-                    approximate=True,
-                )
+        command = encode(Cancel(request_id=request_id, by=self.name, ts=now, reason=reason))
+        await redis_call(
+            lambda: self.redis.xadd(
+                cfg.streams.control,
+                {"data": command},
+                maxlen=cfg.retention.control_maxlen,
+                approximate=True,
+            )
+        )
         log.info("job.cancel_requested", request_id=request_id)
         return True
 

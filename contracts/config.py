@@ -55,6 +55,9 @@ class ExecutorSection(_Section, frozen=True):
     reclaim_interval_ms: Annotated[int, Meta(ge=50)] = 5_000
     shutdown_grace_s: Annotated[float, Meta(ge=0)] = 30.0
     block_ms: Annotated[int, Meta(ge=10)] = 2_000
+    # Playbooks run this much nicer than the executor (0-19): on a saturated CPU the
+    # executor still renews leases and publishes events on time.
+    playbook_nice: Annotated[int, Meta(ge=0, le=19)] = 10
 
 
 class RetentionSection(_Section, frozen=True):

@@ -3,7 +3,8 @@
 Run as a script (``python -S -E .../executor/guard.py PLAYBOOK ARGS...``) it is
 the process ansible-runner starts for a run: it asks the kernel for a signal when
 its parent (the executor) dies (``PR_SET_PDEATHSIG``), starts ``ansible-playbook``
-as its child and waits for it, exiting with its status. If the executor dies --
+as its child and waits for it, exiting with its status. The run starts
+``DEPLOYSTREAM_PLAYBOOK_NICE`` steps nicer than the executor. If the executor dies --
 kill -9, OOM killer -- the guard kills the run's whole process tree and exits, so
 an orphaned playbook never keeps running next to the executor that adopts the job.
 
@@ -28,6 +29,8 @@ import signal
 import sys
 
 _PR_SET_PDEATHSIG = 1
+# How much nicer than the executor the run is (streams.toml: executor.playbook-nice).
+ENV_NICE = "DEPLOYSTREAM_PLAYBOOK_NICE"
 
 
 def proc_table() -> dict[int, int]:
@@ -105,6 +108,10 @@ def main(argv: list[str]) -> int:
     if not binary:
         print("deploystream guard: ansible-playbook not found on PATH", file=sys.stderr)
         return 127
+    with contextlib.suppress(ValueError, OSError):
+        # Below the executor: a saturated CPU then delays Ansible, not the executor's
+        # lease renewals and live events. Every process of the run inherits it.
+        os.nice(int(os.environ.get(ENV_NICE, "0")))
     parent = os.getppid()
     guarded = _set_parent_death_signal(signal.SIGTERM)
     if guarded and os.getppid() != parent:

@@ -39,7 +39,7 @@ import ansible_runner
 
 from contracts import DeployJob, HostStats, Job, ProvisionJob, Target
 from contracts.rules import repo_clone_url
-from executor.guard import kill_tree, proc_table
+from executor.guard import ENV_NICE, kill_tree, proc_table
 from executor.settings import ExecutorSettings
 from executor.translate import host_stats, stats_artifacts
 
@@ -151,13 +151,15 @@ def run_playbook(
     secrets: OpenedSecrets,
     on_event: Callable[[dict[str, Any]], None],
     cancel: threading.Event,
+    nice: int = 0,
 ) -> RunOutcome:
+    """Run one job's playbook, ``nice`` steps below the executor's own priority."""
     base = settings.work_dir
     if base is not None:
         base.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=base))  # mode 0700
     try:
-        return _run_in(run_dir, job, playbook, settings, secrets, on_event, cancel)
+        return _run_in(run_dir, job, playbook, settings, secrets, on_event, cancel, nice)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -170,6 +172,7 @@ def _run_in(
     secrets: OpenedSecrets,
     on_event: Callable[[dict[str, Any]], None],
     cancel: threading.Event,
+    nice: int,
 ) -> RunOutcome:
     inventory = run_dir / "inventory"
     _write_private(inventory, _inventory(job, settings))
@@ -190,6 +193,7 @@ def _run_in(
         "ANSIBLE_HOST_KEY_CHECKING": "false",
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_DEPRECATION_WARNINGS": "false",
+        ENV_NICE: str(nice),
     }
     if secrets.github_token:
         env["DEPLOYSTREAM_GIT_TOKEN"] = secrets.github_token

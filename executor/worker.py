@@ -817,6 +817,7 @@ class Executor:
                     secrets,
                     emit_from_thread,
                     owned.cancel,
+                    self.config.executor.playbook_nice,
                 )
             except Exception as exc:
                 outcome = RunOutcome(status="error", rc=None, error=f"runner: {exc}")

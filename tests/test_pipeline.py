@@ -278,3 +278,20 @@ def test_redis_unreachable_exits_3(keys_dir: Path) -> None:
     )
     assert out.returncode == 3
     assert url in out.stderr
+
+
+def test_playbooks_run_nicer_than_the_executor(
+    executors: Executors, rclient: redis.Redis, config: StreamsConfig, keys_dir: Path
+) -> None:
+    """A saturated CPU must delay Ansible, not the executor's leases and live events."""
+    import os
+
+    executors.project_dir = ANSIBLE_DIR
+    executors.start("ex0")  # inherits our niceness
+    rid = _submit(rclient, config, keys_dir, "niceness")
+    events = wait_for_result(rclient, config, rid)
+    assert assert_complete(events, rid).status == "success"
+    expected = min(19, os.nice(0) + config.executor.playbook_nice)
+    assert config.executor.playbook_nice == 10
+    reports = [e.msg for e in events if isinstance(e, HostResult) and "niceness=" in e.msg]
+    assert reports == [f"niceness={expected}"], [e for e in events if isinstance(e, HostResult)]

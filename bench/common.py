@@ -64,6 +64,14 @@ def rnd(x: float, nd: int = 3) -> float:
     return round(float(x), nd)
 
 
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="ascii") as fh:
+            return fh.read().strip()
+    except OSError:
+        return "n/a"
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as fh:
@@ -77,6 +85,7 @@ def machine() -> dict[str, Any]:
         "ram_gib": rnd(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(),
         "os": f"{platform.system()} {platform.release()}",
+        "sched_autogroup": _read_text("/proc/sys/kernel/sched_autogroup_enabled"),
         "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 

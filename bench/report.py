@@ -99,6 +99,7 @@ def write(results: list[dict[str, Any]], output: str, *, quick: bool) -> Path:
         f"| cores | {m['cores']} |",
         f"| RAM | {m['ram_gib']} GiB |",
         f"| OS | {m['os']} |",
+        f"| kernel.sched_autogroup_enabled | {m['sched_autogroup']} |",
         f"| python | {m['python']} |",
         f"| redis-server | {rv} (private instance per benchmark, `EmbeddedRedis`) |",
         f"| load average at the end | {_loadavg()} |",

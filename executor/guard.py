@@ -102,16 +102,34 @@ def _set_parent_death_signal(sig: int) -> bool:
         return False
 
 
+def _run_nicer(step: str) -> None:
+    """Below the executor: a saturated CPU then delays Ansible, not the executor's
+    lease renewals and live events. Every process of the run inherits it.
+
+    Where the kernel groups processes by session for scheduling (autogroup), a
+    process's nice only ranks it within its session's group, and ansible-runner
+    starts the run in a session of its own: that group is niced too. (Ansible's
+    task workers start sessions of their own again; see docs/benchmarks.md.)
+    """
+    try:
+        n = int(step)
+    except ValueError:
+        return
+    if n <= 0:
+        return
+    with contextlib.suppress(OSError):
+        os.nice(n)
+    with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as fh:
+        fh.write(str(n))
+
+
 def main(argv: list[str]) -> int:
     """``guard.py PLAYBOOK ARGS...``: run ``ansible-playbook PLAYBOOK ARGS...`` guarded."""
     binary = os.environ.get("DEPLOYSTREAM_ANSIBLE_PLAYBOOK") or shutil.which("ansible-playbook")
     if not binary:
         print("deploystream guard: ansible-playbook not found on PATH", file=sys.stderr)
         return 127
-    with contextlib.suppress(ValueError, OSError):
-        # Below the executor: a saturated CPU then delays Ansible, not the executor's
-        # lease renewals and live events. Every process of the run inherits it.
-        os.nice(int(os.environ.get(ENV_NICE, "0")))
+    _run_nicer(os.environ.get(ENV_NICE, "0"))
     parent = os.getppid()
     guarded = _set_parent_death_signal(signal.SIGTERM)
     if guarded and os.getppid() != parent:

@@ -9,6 +9,7 @@ executor is :mod:`bench.noop_executor` (the full dispatch path minus Ansible).
 
 from __future__ import annotations
 
+import cProfile
 import sys
 import time
 import uuid
@@ -18,8 +19,9 @@ import anyio
 import psutil
 import redis.asyncio as aioredis
 
-from bench import floor, peers_env
+from bench import floor, peers_env, profiling
 from bench.common import Bench, bench_world, rnd, run_to_result
+from bench.noop_executor import PROFILE_ENV
 from contracts import encode
 
 TARGET_FLOOR = 0.7
@@ -110,6 +112,23 @@ def floor_rate(world: Bench, n: int, window: int) -> float:
     return n / elapsed
 
 
+def profiled(world: Bench, n: int, window: int) -> dict[str, Any]:
+    """One more deploystream pass with the executor and the client under cProfile
+    (CPU clock): where each one's CPU goes, per job. Not timed."""
+    path = world.base / "noop-executor.prof"
+    world.flush()
+    world.start_executor("noop-prof", concurrency=window, noop=True, **{PROFILE_ENV: str(path)})
+    profiler = cProfile.Profile(time.process_time)
+    try:
+        profiler.enable()
+        anyio.run(_drive_deploystream, world, n, window)
+        profiler.disable()
+    finally:
+        world.stop_executors()
+    jobs = n + min(200, n)  # the warm-up's jobs ran too
+    return {"executor": profiling.top(path, jobs), "client": profiling.top(profiler, jobs)}
+
+
 def run(*, quick: bool = False) -> dict[str, Any]:
     n = 1000 if quick else 3000
     # 32 in flight: the executor's pool (redis_conn.connect: 64 connections) must hold
@@ -127,6 +146,7 @@ def run(*, quick: bool = False) -> dict[str, Any]:
             fl.append(floor_rate(world, n, window))
             world.flush()
             ds.append(deploystream_rate(world, n, window, cpu))
+        profile = profiled(world, n, window)
         try:
             peers_env.ensure(quiet=True)
         except Exception as exc:  # peers are context; their absence must not hide ours
@@ -164,4 +184,10 @@ def run(*, quick: bool = False) -> dict[str, Any]:
         {"what": "absolute (DESIGN)", "target": f">= {TARGET_ABS} jobs/s",
          "value": figures["jobs_per_s"], "met": rate >= TARGET_ABS},
     ]  # fmt: skip
-    return {"benchmark": "dispatch", "figures": figures, "targets": targets, "notes": notes}
+    return {
+        "benchmark": "dispatch",
+        "figures": figures,
+        "targets": targets,
+        "notes": notes,
+        "profile": profile,
+    }

@@ -26,6 +26,9 @@ from executor.runner import RunOutcome
 from executor.settings import ExecutorSettings
 from executor.worker import Executor, Owned
 
+# Set to a file path: the process runs under cProfile and writes its stats there on exit.
+PROFILE_ENV = "DEPLOYSTREAM_BENCH_PROFILE"
+
 
 class NoopExecutor(Executor):
     async def _run(
@@ -76,7 +79,20 @@ def main(argv: list[str] | None = None) -> int:
             tg.cancel_scope.cancel()
         await redis.aclose()
 
-    anyio.run(run)
+    profile_to = os.environ.get(PROFILE_ENV)
+    if not profile_to:
+        anyio.run(run)
+        return 0
+    import cProfile
+    import time
+
+    profiler = cProfile.Profile(time.process_time)  # CPU, not time spent waiting
+    profiler.enable()
+    try:
+        anyio.run(run)
+    finally:
+        profiler.disable()
+        profiler.dump_stats(profile_to)
     return 0
 
 

@@ -1,0 +1,125 @@
+"""The dead-letter step, and a helper for readers of dead-letter results.
+
+An entry past ``max-deliveries``, or one that fails intake, moves to the dead-letter
+stream in one fenced step (scripts.DEAD_LETTER): copied with the reason, delivery
+count and attempt, ACKed, and -- per mode -- an ``error`` or ``rejected`` result
+published. Oversized fields are kept as a fingerprint, not copied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from contracts import Result, decode_event, encode
+from contracts.codec import MAX_JOB_BYTES, DecodeError
+from deploystream.retry import redis_call
+from executor.core import ExecutorCore
+from executor.ownership import Owned
+
+# Fields the executor adds to a dead letter (and the replay metadata of an entry);
+# dropped from the original fields so a dead letter of a replay is not ambiguous.
+_DEAD_META = (
+    b"reason",
+    b"delivery_count",
+    b"attempt",
+    b"source_stream",
+    b"source_id",
+    b"executor",
+    b"dead_at",
+)
+
+
+def original_fields(fields: dict[bytes, bytes]) -> list[Any]:
+    """An entry's own fields, flattened for its dead letter: the executor's metadata
+    dropped, a value too large to be a job replaced by its fingerprint."""
+    dead: list[Any] = []
+    for k, v in fields.items():
+        if k not in _DEAD_META:
+            if len(v) > MAX_JOB_BYTES:
+                # Can never be a valid job: keep its fingerprint, not another copy of it
+                # (a flood of 10 MB entries must not be stored twice).
+                v = f"<{len(v)} bytes, sha256 {hashlib.sha256(v).hexdigest()}>".encode()
+            dead += [k, v]
+    return dead
+
+
+class DeadLetters(ExecutorCore):
+    async def _dead_letter(
+        self,
+        owned: Owned,
+        fields: dict[bytes, bytes],
+        reason: str,
+        request_id: str | None,
+        *,
+        mode: str,
+        attempt_no: int,
+    ) -> None:
+        """Move the entry to the dead-letter stream, ACK it and (per ``mode``, see
+        scripts.DEAD_LETTER) publish a terminal result -- one fenced step."""
+        cfg = self.config
+        self.log.warning(
+            "job.dead_lettered", reason=reason, request_id=request_id, entry=owned.entry_id
+        )
+        dead = original_fields(fields)
+        dead += [
+            b"reason",
+            reason.encode(),
+            b"delivery_count",
+            str(owned.delivery).encode(),
+            b"attempt",
+            str(attempt_no).encode(),
+            b"source_stream",
+            owned.stream.encode(),
+            b"source_id",
+            owned.entry_id.encode(),
+            b"executor",
+            self.name.encode(),
+            b"dead_at",
+            str(time.time()).encode(),
+        ]
+        dead_key = cfg.dead_key(owned.stream)
+        result = b""
+        if request_id is None:
+            mode = "none"
+            events_key = dead_key  # placeholder, untouched in mode 'none'
+        else:
+            events_key = cfg.events_key(request_id)
+            result = encode(
+                Result(
+                    request_id=request_id,
+                    seq=1,
+                    ts=time.time(),
+                    attempt=attempt_no,
+                    status="rejected" if mode == "rejected" else "error",
+                    error=reason,
+                    event_count=1,
+                    executor=self.name,
+                )
+            )
+        args = [
+            *owned.fence(self.name).args(self.group),
+            cfg.retention.dead_maxlen,
+            cfg.retention.events_maxlen,
+            cfg.retention.events_ttl_s,
+            mode,
+            result,
+            *dead,
+        ]
+        done = await redis_call(
+            lambda: self.lua.dead_letter(keys=[owned.stream, dead_key, events_key], args=args)
+        )
+        if int(done) == 0:
+            self.log.warning("dead_letter.not_owner", entry=owned.entry_id)
+            return
+        self.metrics.dead_lettered(owned.stream)
+
+
+def decode_result_fields(fields: dict[bytes, bytes]) -> Result | None:
+    """Helper for readers of dead-letter results."""
+    try:
+        ev = decode_event(fields.get(b"data", b""))
+    except DecodeError:
+        return None
+    return ev if isinstance(ev, Result) else None

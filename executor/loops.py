@@ -1,0 +1,220 @@
+"""The executor's background loops, next to its read loop and its runs.
+
+- ``_lease_loop``    renews every entry this executor owns (fenced, see scripts);
+- ``_adopt_loop``    claims entries idle past the lease (their owner died);
+- ``_control_loop``  listens for cancel broadcasts;
+- ``_presence_loop`` keeps ``deploystream.executor:<name>`` fresh for ``status``.
+
+Each retries through ``_recover`` and never dies (see ``executor.worker``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ResponseError
+
+from contracts import decode_control
+from contracts.codec import DecodeError
+from executor.core import ExecutorCore
+from executor.ownership import Owned
+
+
+def _uptime_s(info: dict[str, Any]) -> int:
+    """Redis uptime from INFO; on a cluster (one reply per node) the youngest node's."""
+    if "uptime_in_seconds" in info:
+        return int(info["uptime_in_seconds"])
+    per_node = [
+        int(v["uptime_in_seconds"])
+        for v in info.values()
+        if isinstance(v, dict) and "uptime_in_seconds" in v
+    ]
+    return min(per_node) if per_node else 1 << 30
+
+
+class BackgroundLoops(ExecutorCore):
+    async def _lease_loop(self) -> None:
+        period = self.config.executor.lease_ms / 3000
+        while True:
+            await anyio.sleep(period)
+            owned = [o for o in self._owned.values() if not o.lost]
+            if not owned:
+                continue
+            try:
+                if isinstance(self.redis, RedisCluster):  # its pipelines refuse scripts
+                    replies: list[Any] = [
+                        await self.lua.renew(
+                            keys=[o.stream], args=o.fence(self.name).args(self.group)
+                        )
+                        for o in owned
+                    ]
+                else:
+                    pipe = self.redis.pipeline(transaction=False)
+                    for o in owned:
+                        await self.lua.renew(
+                            keys=[o.stream], args=o.fence(self.name).args(self.group), client=pipe
+                        )
+                    replies = await pipe.execute(raise_on_error=False)
+            except Exception as exc:
+                self.log.warning("lease.renew_failed", error=str(exc))
+                # Short backoff: after Redis comes back, renew before anyone adopts.
+                await self._recover("lease", exc, max_delay=period / 2)
+                continue
+            self._ok("lease")
+            for o, ok in zip(owned, replies, strict=True):
+                if isinstance(ok, Exception):
+                    self.log.warning("lease.renew_error", entry=o.entry_id, error=str(ok))
+                elif not ok and not o.lost:
+                    self.log.error("lease.lost", request_id=o.request_id, entry=o.entry_id)
+                    self._lose(o)
+
+    async def _adoption_allowed(self) -> bool:
+        """Not within one lease of a Redis restart or of our own connection trouble:
+        after either, every entry looks idle and its owner has not had a chance to
+        renew yet."""
+        lease_s = self.config.executor.lease_ms / 1000
+        if time.monotonic() - self._trouble_at < lease_s:
+            return False
+        try:
+            info = await self.redis.info("server")
+        except ResponseError:  # INFO disabled (managed Redis): rely on our own view
+            return True
+        return _uptime_s(info) >= max(math.ceil(lease_s) + 1, math.ceil(2 * lease_s))
+
+    async def _adopt_loop(self, tg: TaskGroup) -> None:
+        cfg = self.config
+        interval = cfg.executor.reclaim_interval_ms / 1000
+        while True:
+            await anyio.sleep(interval)
+            if self._stopping.is_set():
+                return
+            try:
+                if not await self._adoption_allowed():
+                    continue
+                for stream in cfg.job_streams:
+                    free = cfg.executor.concurrency - len(self._owned)
+                    if free <= 0 or self._stopping.is_set():
+                        break
+                    await self._adopt(stream, free, tg)
+            except Exception as exc:
+                await self._recover("adopt", exc)
+                continue
+            self._ok("adopt")
+
+    async def _adopt(self, stream: str, count: int, tg: TaskGroup) -> None:
+        lease = self.config.executor.lease_ms
+        pending: list[dict[str, Any]] = await self.redis.xpending_range(
+            stream, self.group, min="-", max="+", count=count + len(self._owned), idle=lease
+        )
+        taken = 0
+        for p in pending:
+            if taken >= count or self._stopping.is_set():
+                return
+            entry_id = p["message_id"].decode()
+            previous = p["consumer"].decode()
+            if (stream, entry_id) in self._owned:
+                continue
+            # Same min-idle as the query: a renewal in between makes the claim fail.
+            claimed = await self.redis.xclaim(stream, self.group, self.name, lease, [entry_id])
+            if not claimed:
+                continue
+            for claimed_id, fields in claimed:
+                if not fields:  # trimmed away while pending: nothing to run
+                    await self.redis.xack(stream, self.group, claimed_id)
+                    continue
+                rows = await self.redis.xpending_range(
+                    stream, self.group, min=entry_id, max=entry_id, count=1
+                )
+                delivery = (
+                    int(rows[0]["times_delivered"]) if rows else int(p["times_delivered"]) + 1
+                )
+                owned = Owned(stream, entry_id, delivery=delivery)
+                self._owned[(stream, entry_id)] = owned
+                taken += 1
+                self.log.warning(
+                    "adopt.claimed", entry=entry_id, previous_owner=previous, delivery=delivery
+                )
+                tg.start_soon(self._handle, owned, fields, previous)
+
+    async def _control_loop(self, *, task_status: TaskStatus[None]) -> None:
+        stream = self.config.streams.control
+        last = "$"
+        started = False
+        while True:
+            try:
+                if last == "$":
+                    # Resolve '$' to a concrete id so a reconnect misses nothing.
+                    info = (
+                        await self.redis.xinfo_stream(stream)
+                        if await self.redis.exists(stream)
+                        else None
+                    )
+                    last = info["last-generated-id"].decode() if info else "0-0"
+                if not started:
+                    started = True
+                    task_status.started()
+                reply = await self.redis.xread({stream: last}, block=1000, count=100)
+            except Exception as exc:
+                if not started:
+                    started = True
+                    task_status.started()
+                await self._recover("control", exc)
+                continue
+            self._ok("control")
+            for _, entries in reply or []:
+                for entry_id, fields in entries:
+                    last = entry_id.decode()
+                    try:
+                        cmd = decode_control(fields.get(b"data", b""))
+                    except DecodeError:
+                        continue
+                    for o in self._owned.values():
+                        if o.request_id == cmd.request_id and not o.cancel.is_set():
+                            self.log.info("cancel.received", request_id=cmd.request_id)
+                            o.canceled_by = cmd.by
+                            o.cancel.set()
+
+    async def _presence_loop(self) -> None:
+        key = self.config.executor_key(self.name)
+        ttl = max(3, self.config.executor.lease_ms * 3 // 1000)
+        while True:
+            try:
+                await self.redis.hset(  # type: ignore[misc]
+                    key,
+                    mapping={
+                        "name": self.name,
+                        "host": socket.gethostname(),
+                        "pid": os.getpid(),
+                        "state": "stopping" if self._stopping.is_set() else "running",
+                        "concurrency": self.config.executor.concurrency,
+                        "running": len(self._owned),
+                        "requests": ",".join(
+                            o.request_id for o in self._owned.values() if o.request_id
+                        ),
+                        "completed": self.completed,
+                        "seen": time.time(),
+                        "playbooks": ",".join(self.settings.playbook_names()),
+                    },
+                )
+                await self.redis.expire(key, ttl)
+            except Exception as exc:
+                await self._recover("presence", exc)
+                continue
+            self._ok("presence")
+            await anyio.sleep(min(5.0, ttl / 3))
+
+    async def _handle(
+        self,
+        owned: Owned,
+        fields: dict[bytes, bytes],
+        reclaimed_from: str | None,
+    ) -> None:
+        """One entry's task (``Executor._handle``); ``_adopt`` starts it too."""
+        raise NotImplementedError

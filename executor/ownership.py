@@ -1,0 +1,108 @@
+"""What the executor holds and knows of an entry: ownership, attempts, request state.
+
+- ``Owned``        an entry in this executor's pending list, with its fencing token
+                   (the delivery count it holds it at) and its run's flags;
+- ``attempt_base`` the attempt numbering of an entry (``dlq replay`` continues it);
+- ``RequestState`` the latest generation of a request, read from its event stream
+                   (``read_request_state`` pages through a long one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import partial
+
+from redis.asyncio import Redis
+
+from contracts import decode_event
+from contracts.codec import DecodeError
+from deploystream.retry import redis_call
+from executor.publisher import EventPublisher, Fence
+
+ATTEMPT_BASE_FIELD = b"attempt_base"
+REPLAY_OF_FIELD = b"replay_of"
+_STATE_PAGE_FIRST = 16
+_STATE_PAGE_MAX = 1000
+
+
+def attempt_base(fields: dict[bytes, bytes]) -> int:
+    """The ``attempt_base`` of an entry (0 unless ``dlq replay`` wrote it)."""
+    raw = fields.get(ATTEMPT_BASE_FIELD, b"0")
+    try:
+        base = int(raw)
+    except ValueError:
+        return 0
+    return base if 0 <= base <= 1_000_000 else 0
+
+
+@dataclass
+class Owned:
+    """An entry this executor holds in the group's pending list."""
+
+    stream: str
+    entry_id: str
+    delivery: int = 1  # the delivery count we hold it at: our fencing token
+    request_id: str | None = None
+    started: float = field(default_factory=time.time)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    canceled_by: str | None = None
+    lost: bool = False  # lease lost: another executor owns it now
+    abandoned: bool = False  # shutdown: give it back for adoption
+    publisher: EventPublisher | None = None
+
+    def fence(self, consumer: str) -> Fence:
+        return Fence(self.stream, self.entry_id, consumer, self.delivery)
+
+
+@dataclass(frozen=True)
+class RequestState:
+    """The latest generation of a request, read from its event stream (see scripts)."""
+
+    kind: str  # empty | submitted | running | result
+    canceled: bool = False
+    canceled_by: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.kind == "result"
+
+    @classmethod
+    def of(cls, kind: str, cancel_data: bytes | None) -> RequestState:
+        """From the state and the latest ``cancel_requested`` event's data (if any)."""
+        by = None
+        if cancel_data is not None:
+            with contextlib.suppress(DecodeError):
+                by = getattr(decode_event(cancel_data), "by", None)
+        return cls(kind, canceled=cancel_data is not None, canceled_by=by)
+
+
+async def read_request_state(redis: Redis, key: str) -> RequestState:
+    """Read the request's stream backwards to its latest ``submitted`` event."""
+    top = "+"
+    page = _STATE_PAGE_FIRST
+    first: bytes | None = None
+    cancel_data: bytes | None = None
+    while True:
+        entries = await redis_call(partial(redis.xrevrange, key, max=top, min="-", count=page))
+        for _, fields in entries:
+            etype = fields.get(b"type", b"")
+            if etype == b"cancel_requested":
+                cancel_data = cancel_data or fields.get(b"data", b"")
+                continue
+            if first is None:
+                first = etype
+                if etype == b"result":
+                    return RequestState("result")
+            if etype == b"submitted":
+                break
+        else:
+            if len(entries) == page:
+                top = "(" + entries[-1][0].decode()
+                page = min(page * 4, _STATE_PAGE_MAX)
+                continue
+        break
+    kind = {None: "empty", b"submitted": "submitted"}.get(first, "running")
+    return RequestState.of(kind, cancel_data)

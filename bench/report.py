@@ -38,7 +38,7 @@ FIXES: list[tuple[str, str, str, str]] = [
         "runner thread queues events with `call_soon_threadsafe` "
         "(`EventPublisher.emit_threadsafe`) instead of a blocking "
         "`anyio.from_thread.run_sync` hop per event",
-        "`executor/publisher.py`, one line in `executor/worker.py`",
+        "`executor/publisher.py`, one line in `executor/running.py`",
         "runner-thread publishing 3,634 events/s; 2,102-event playbook 1.39x bare (--quick)",
         "{thread} events/s; {slowdown}x bare",
     ),

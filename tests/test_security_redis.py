@@ -283,7 +283,8 @@ def test_full_deploy_as_least_privilege_users_and_forbidden_commands(
 # ---------------------------------------------------------------- every command the code issues
 
 # What each role runs (client.py, cli/jobs.py, cli/ops.py, orchestrator/service.py,
-# executor/worker.py, publisher.py, scripts.py); keys as in streams.toml.
+# executor/*.py: worker, core, loops, dead_letters, publisher, scripts); keys as in
+# streams.toml.
 _ORCHESTRATOR = [
     "EVAL x 3 deploystream.idem:k ansible.events:{r} ansible.deploy",
     "EVAL x 2 ansible.events:{r} ansible.provision",

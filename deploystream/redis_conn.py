@@ -22,8 +22,10 @@ from typing import Any, TypeAlias
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+from redis.connection import HiredisRespSerializer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.utils import HIREDIS_AVAILABLE
 
 from deploystream.errors import BadInputError, InfrastructureError
 
@@ -31,6 +33,8 @@ Redis: TypeAlias = "aioredis.Redis"
 
 # Errors that mean "Redis is not there right now" (retry with backoff), not "bad request".
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+_HIREDIS_SERIALIZER = HiredisRespSerializer()
 
 ENV_CA = "DEPLOYSTREAM_REDIS_CA"
 ENV_CERT = "DEPLOYSTREAM_REDIS_CERT"
@@ -96,7 +100,7 @@ def connect(
             f"TLS files are set ({ENV_CA}/{ENV_CERT}/{ENV_KEY}) but the Redis URL "
             f"{redact_url(url)} is not rediss://"
         )
-    return aioredis.Redis.from_url(
+    client = aioredis.Redis.from_url(
         url,
         max_connections=max_connections,
         health_check_interval=15,
@@ -108,6 +112,37 @@ def connect(
         driver_info=None,
         **extra,
     )
+    pool = client.connection_pool  # no connection is made before the first command
+    pool.connection_class = hiredis_packing(pool.connection_class)
+    return client
+
+
+_PACKING: dict[type[Any], type[Any]] = {}
+
+
+def hiredis_packing(connection_class: type[Any]) -> type[Any]:
+    """``connection_class`` packing commands with hiredis (C) instead of Python.
+
+    redis-py's synchronous client packs with hiredis when it is installed; its asyncio
+    client always packs in Python, re-joining the whole buffer for every argument.
+    For our scripts, whose arguments carry whole jobs and events, that was the
+    largest single cost in the dispatch profile (``pack_command``: ~19 % of the
+    executor's CPU). The packer used is redis-py's own ``HiredisRespSerializer``.
+    """
+    if not HIREDIS_AVAILABLE:
+        return connection_class
+    if connection_class not in _PACKING:
+
+        def pack_command(self: Any, *args: Any) -> list[bytes]:
+            packed: list[bytes] = _HIREDIS_SERIALIZER.pack(*args)
+            return packed
+
+        _PACKING[connection_class] = type(
+            f"Hiredis{connection_class.__name__}",
+            (connection_class,),
+            {"pack_command": pack_command, "__module__": __name__},
+        )
+    return _PACKING[connection_class]
 
 
 def redact_url(url: str) -> str:

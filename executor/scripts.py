@@ -1,32 +1,24 @@
-"""Lua scripts: the steps that must be atomic and fenced by ownership.
+"""Lua scripts of the executor: the steps that must be atomic and fenced by ownership.
 
-**Fencing token.** Ownership of a job entry is the pair (consumer, delivery count)
-as the group's pending list (``XPENDING``) holds it. Renewing a lease (``XCLAIM …
-JUSTID``) keeps the count; an adopter's ``XCLAIM`` increments it. So an owner that
-was declared dead and adopted -- even by a new process with the same consumer name
--- fails every fenced step from then on: it can no longer renew, publish an event,
-publish the result or ACK. A missing group (Redis restarted without persistence)
-counts as "not the owner".
-
-**Request state.** A request's event stream is a sequence of *generations*: each
-starts with a ``submitted`` event (the orchestrator's, or the one ``dlq replay``
-writes) and ends with at most one ``result``. ``cancel_requested`` (seq 0, written
-by the orchestrator) may appear anywhere. Reading backwards, skipping
-``cancel_requested``, the first entry tells the state of the latest generation:
-``result`` -> terminal; ``submitted`` or nothing -> not started yet; anything else
--> an executor has been running it. :data:`STATE_FN` implements that in Lua.
+Fencing (owner and delivery count) and leases come from :mod:`deploystream.leases`;
+the request-state reading from :mod:`deploystream.generations`.
 """
 
 from __future__ import annotations
 
-# Shared Lua helpers, prepended to the scripts below.
-_FENCE_FN = """
-local function is_owner(stream, group, id, consumer, delivery)
-  local p = redis.pcall('XPENDING', stream, group, id, id, 1)
-  if type(p) ~= 'table' or p.err or #p == 0 then return false end
-  return p[1][2] == consumer and tonumber(p[1][4]) == tonumber(delivery)
-end
-"""
+from deploystream.generations import STATE_FN
+from deploystream.leases import FENCE_FN as _FENCE_FN
+from deploystream.leases import RELEASE_LEASE, RENEW_LEASE
+
+__all__ = [
+    "DEAD_LETTER",
+    "FINISH",
+    "PUBLISH",
+    "RELEASE_LEASE",
+    "RENEW_LEASE",
+    "START",
+    "STATE_FN",
+]
 
 # The seq of the last event written for this attempt (0: none yet).
 _WATERMARK_FN = """
@@ -39,65 +31,6 @@ local function watermark(key, attempt)
   return 0
 end
 """
-
-# generation(key) -> state, cancel: the state of the latest generation, reading back
-# at most 64 entries: 'empty' | 'submitted' | 'result' | 'running', or 'deep' when
-# those 64 entries are all of the latest generation (the caller pages further
-# itself), and the data of its latest cancel_requested ('' for none).
-# request_state(key) -> the state alone, 'deep' read as 'running'.
-STATE_FN = """
-local function generation(key)
-  local entries = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 64)
-  local state = nil
-  local cancel = ''
-  for _, e in ipairs(entries) do
-    local f = e[2]
-    local t, d = nil, ''
-    for i = 1, #f, 2 do
-      if f[i] == 'type' then t = f[i + 1] elseif f[i] == 'data' then d = f[i + 1] end
-    end
-    if t == 'cancel_requested' then
-      if cancel == '' then cancel = d end
-    elseif state == nil and (t == 'result' or t == 'submitted') then
-      return t, cancel
-    elseif t == 'submitted' then
-      return state, cancel
-    else
-      state = 'running'
-    end
-  end
-  if #entries == 64 then return 'deep', cancel end
-  return state or 'empty', cancel
-end
-local function request_state(key)
-  local state = generation(key)
-  if state == 'deep' then return 'running' end
-  return state
-end
-"""
-
-# KEYS[1] job stream; ARGV group, entry id, consumer, delivery.
-# Renew the claim (resets idle time, keeps the delivery count) only while we own it.
-RENEW_LEASE = (
-    _FENCE_FN
-    + """
-if not is_owner(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return 0 end
-redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
-return 1
-"""
-)
-
-# KEYS[1] job stream; ARGV group, entry id, consumer, delivery, idle ms.
-# Give a lease back (shutdown past its grace): the entry stays pending, owned by us,
-# but looks idle for ``idle ms`` so the next adopter takes it without waiting a lease.
-RELEASE_LEASE = (
-    _FENCE_FN
-    + """
-if not is_owner(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return 0 end
-redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'IDLE', ARGV[5], 'JUSTID')
-return 1
-"""
-)
 
 # KEYS[1] job stream, KEYS[2] events stream, KEYS[3] publish watermark.
 # ARGV group, entry id, consumer, delivery, events maxlen, watermark ttl, attempt,

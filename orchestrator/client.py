@@ -39,9 +39,9 @@ from contracts import (
 )
 from contracts.requests import DeployRequest
 from deploystream.errors import BadInputError, StreamGapError
+from deploystream.generations import STATE_FN
 from deploystream.keys import OrchestratorKeys
 from deploystream.retry import redis_call
-from executor.scripts import STATE_FN
 
 log = structlog.get_logger(__name__)
 

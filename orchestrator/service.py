@@ -35,6 +35,9 @@ from orchestrator.state import DeployState
 
 log = structlog.get_logger(__name__)
 
+# Requests are fenced by owner alone (delivery count 0 = any; see deploystream.leases).
+_ANY = 0
+
 
 @dataclass
 class _Held:
@@ -161,7 +164,7 @@ class OrchestratorService:
             try:
                 pipe = self.redis.pipeline(transaction=False)
                 for h in held:
-                    pipe.eval(RENEW_LEASE, 1, self.stream, self.group, h.entry_id, self.name)
+                    pipe.eval(RENEW_LEASE, 1, self.stream, self.group, h.entry_id, self.name, _ANY)
                 replies = await pipe.execute()
             except TRANSIENT:
                 continue
@@ -206,7 +209,7 @@ class OrchestratorService:
                 bound.warning("request.released", reason="lease lost; another orchestrator has it")
                 return
             acked = await self.redis.eval(  # type: ignore[misc]
-                ACK_IF_OWNER, 1, self.stream, self.group, held.entry_id, self.name
+                ACK_IF_OWNER, 1, self.stream, self.group, held.entry_id, self.name, _ANY
             )
             bound.info(
                 "request.finished",

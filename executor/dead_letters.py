@@ -14,21 +14,10 @@ from typing import Any
 
 from contracts import Result, decode_event, encode
 from contracts.codec import MAX_JOB_BYTES, DecodeError
+from contracts.entries import DEAD_LETTER_FIELDS
 from deploystream.retry import redis_call
 from executor.core import ExecutorCore
 from executor.ownership import Owned
-
-# Fields the executor adds to a dead letter (and the replay metadata of an entry);
-# dropped from the original fields so a dead letter of a replay is not ambiguous.
-_DEAD_META = (
-    b"reason",
-    b"delivery_count",
-    b"attempt",
-    b"source_stream",
-    b"source_id",
-    b"executor",
-    b"dead_at",
-)
 
 
 def original_fields(fields: dict[bytes, bytes]) -> list[Any]:
@@ -36,7 +25,8 @@ def original_fields(fields: dict[bytes, bytes]) -> list[Any]:
     dropped, a value too large to be a job replaced by its fingerprint."""
     dead: list[Any] = []
     for k, v in fields.items():
-        if k not in _DEAD_META:
+        # Its replay fields stay: a dead letter of a replay is not ambiguous.
+        if k not in DEAD_LETTER_FIELDS:
             if len(v) > MAX_JOB_BYTES:
                 # Can never be a valid job: keep its fingerprint, not another copy of it
                 # (a flood of 10 MB entries must not be stored twice).

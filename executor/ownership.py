@@ -19,11 +19,12 @@ from redis.asyncio import Redis
 
 from contracts import decode_event
 from contracts.codec import DecodeError
+from contracts.entries import ATTEMPT_BASE, REPLAY_OF
 from deploystream.retry import redis_call
 from executor.publisher import EventPublisher, Fence
 
-ATTEMPT_BASE_FIELD = b"attempt_base"
-REPLAY_OF_FIELD = b"replay_of"
+ATTEMPT_BASE_FIELD = ATTEMPT_BASE
+REPLAY_OF_FIELD = REPLAY_OF
 _STATE_PAGE_FIRST = 16
 _STATE_PAGE_MAX = 1000
 

@@ -37,6 +37,7 @@ from contracts import (
     encode,
     job_kind,
 )
+from contracts.entries import ATTEMPT_BASE, DEAD_LETTER_FIELDS, REPLAY_FIELDS, REPLAY_OF
 from contracts.requests import DeployRequest
 from deploystream.errors import BadInputError, StreamGapError
 from deploystream.generations import STATE_FN
@@ -95,20 +96,8 @@ for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
 return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(fields))
 """
 
-# Fields an executor adds to a dead letter, and the replay metadata of an entry.
-_DEAD_META = frozenset(
-    {
-        b"reason",
-        b"delivery_count",
-        b"attempt",
-        b"source_stream",
-        b"source_id",
-        b"executor",
-        b"dead_at",
-        b"attempt_base",
-        b"replay_of",
-    }
-)
+# Dropped from a dead letter's fields when it is replayed (then set anew).
+_DEAD_META = DEAD_LETTER_FIELDS | REPLAY_FIELDS
 
 
 def _int(raw: bytes | None, default: int = 0) -> int:
@@ -143,7 +132,7 @@ class DeadLetter:
         """The attempt its dead letter ended (older entries: base + deliveries)."""
         if b"attempt" in self.fields:
             return _int(self.fields[b"attempt"])
-        return _int(self.fields.get(b"attempt_base")) + self.delivery_count
+        return _int(self.fields.get(ATTEMPT_BASE)) + self.delivery_count
 
     @property
     def source_stream(self) -> str:
@@ -170,7 +159,7 @@ class DeadLetter:
             "attempt": self.attempt,
             "executor": self._text(b"executor"),
             "dead_at": float(self._text(b"dead_at") or 0) or None,
-            "replay_of": self._text(b"replay_of"),
+            "replay_of": self._text(REPLAY_OF),
         }
 
 
@@ -380,7 +369,7 @@ class StreamClient:
         for k, v in dead.fields.items():
             if k not in _DEAD_META:
                 fields += [k, v]
-        fields += [b"attempt_base", str(dead.attempt).encode(), b"replay_of", entry_id.encode()]
+        fields += [ATTEMPT_BASE, str(dead.attempt).encode(), REPLAY_OF, entry_id.encode()]
         submitted = b""
         events_key = dead.stream
         ttl = cfg.retention.events_ttl_s

@@ -1,0 +1,26 @@
+"""Field names of job-stream and dead-letter entries beyond the signed job itself.
+
+A job entry is ``job`` (the payload), ``sig`` and ``kid``. A replayed dead letter
+(``deployctl dlq replay``) adds :data:`REPLAY_FIELDS`; an executor that dead-letters
+an entry adds :data:`DEAD_LETTER_FIELDS` to a copy of the entry's own fields.
+"""
+
+from __future__ import annotations
+
+# The attempt a replayed entry's deliveries count on from, and the dead letter it was.
+ATTEMPT_BASE = b"attempt_base"
+REPLAY_OF = b"replay_of"
+REPLAY_FIELDS = frozenset({ATTEMPT_BASE, REPLAY_OF})
+
+# What an executor records about why and where an entry died.
+DEAD_LETTER_FIELDS = frozenset(
+    {
+        b"reason",
+        b"delivery_count",
+        b"attempt",
+        b"source_stream",
+        b"source_id",
+        b"executor",
+        b"dead_at",
+    }
+)

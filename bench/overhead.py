@@ -73,7 +73,7 @@ def deploystream_run(
 
 
 def run(*, quick: bool = False) -> dict[str, Any]:
-    pairs = 3 if quick else 7
+    pairs = 3 if quick else 11
     ds: list[float] = []
     bare: list[float] = []
     own: list[float] = []

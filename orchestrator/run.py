@@ -108,25 +108,6 @@ async def run_deploy_graph(
         )
 
 
-async def resume_deploy_graph(
-    thread_id: str,
-    *,
-    gateway: JobGateway,
-    keys: OrchestratorKeys,
-    settings: OrchestratorSettings,
-    on_event: EventCallback | None = None,
-    on_update: UpdateCallback | None = None,
-    checkpointer: BaseCheckpointSaver[Any] | None = None,
-) -> DeployState:
-    """Carry on a checkpointed run (e.g. after a crash); never submits a second job."""
-    async with open_deploy_graph(
-        gateway=gateway, keys=keys, settings=settings, checkpointer=checkpointer
-    ) as graph:
-        return await resume_graph(
-            graph, thread_id, settings=settings, on_event=on_event, on_update=on_update
-        )
-
-
 async def run_graph(
     graph: DeployGraph,
     request: DeployState,

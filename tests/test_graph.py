@@ -19,7 +19,7 @@ from deploystream.keys import ExecutorKeys, OrchestratorKeys
 from orchestrator.checkpoint import open_checkpointer
 from orchestrator.errors import CheckpointConfigError
 from orchestrator.graph import build_deploy_graph
-from orchestrator.run import UnknownThreadError, resume_deploy_graph, run_deploy_graph
+from orchestrator.run import UnknownThreadError, open_deploy_graph, resume_graph, run_deploy_graph
 from orchestrator.state import DeployContext, DeployState, exit_code
 from tests.graph_support import ScriptedGateway, make_settings
 
@@ -32,6 +32,19 @@ REQUEST: DeployState = {
     "service_port": 8000,
     "env": {"MODE": "prod"},
 }
+
+
+async def _resume(
+    thread_id: str,
+    *,
+    gateway: Any,
+    keys: OrchestratorKeys,
+    settings: Any,
+    on_event: Any = None,
+) -> Any:
+    """A new process carrying on a checkpointed thread (what the service does)."""
+    async with open_deploy_graph(gateway=gateway, keys=keys, settings=settings) as graph:
+        return await resume_graph(graph, thread_id, settings=settings, on_event=on_event)
 
 
 @pytest.fixture
@@ -161,7 +174,7 @@ async def test_resume_after_crash_tails_the_same_request(
     second = ScriptedGateway()
     second.add(first.submitted[0])
     events: list[Event] = []
-    final = await resume_deploy_graph(
+    final = await _resume(
         "req-crash", gateway=second, keys=keys, settings=settings, on_event=events.append
     )
     assert second.submitted == []
@@ -180,7 +193,7 @@ async def test_resume_after_crash_tails_the_same_request(
 
 async def test_resume_of_unknown_thread_is_an_error(tmp_path: Path, keys: OrchestratorKeys) -> None:
     with pytest.raises(UnknownThreadError):
-        await resume_deploy_graph(
+        await _resume(
             "nope", gateway=ScriptedGateway(), keys=keys, settings=make_settings(tmp_path)
         )
 
@@ -288,7 +301,7 @@ async def test_resumed_run_before_submit_refuses_without_its_secrets(
         await graph.aupdate_state(
             config, {**REQUEST, "request_id": "r-sec", "secret_names": ["DB_PASSWORD"]}
         )
-    final = await resume_deploy_graph("r-sec", gateway=gateway, keys=keys, settings=settings)
+    final = await _resume("r-sec", gateway=gateway, keys=keys, settings=settings)
     assert final["outcome"] == "bad_input" and gateway.submitted == []
     assert "secrets (DB_PASSWORD) are not available" in final["errors"][0]
 

@@ -253,10 +253,15 @@ def _analysis(out: dict[str, Any]) -> str:
             "machine table says which this run had) every session is scheduled as one "
             "group whatever its nice, and each Ansible task worker calls `setsid()`, so ~20 "
             "groups of task workers weigh as much as the executor's. The guard nices the "
-            "run's own group; the workers' groups it cannot reach. Measured side by side on "
-            "this machine with `--quick`-sized runs: autogroup on, p99 ~70 ms; autogroup off, "
-            "p99 21-34 ms (p50 1.3 ms). Below 10 ms at 20 concurrent playbooks needs CPU "
-            "headroom (roughly a core per 4-5 concurrent playbooks) on top of that."
+            "run's own group; the workers' groups it cannot reach. Autogroup applies only in "
+            "the root cgroup: in single runs on this machine, p99 was ~70 ms with it, 21-34 ms "
+            "with it off and 27 ms with it on but the benchmark in a cgroup of its own (as a "
+            "systemd service or a container would be); p99 moves 19-49 ms between runs. "
+            "What is left is bursts: the benchmark starts its 20 jobs at once, so 20 runs "
+            "fork their ansible-playbook and later finish within the same few milliseconds, "
+            "and that work runs in runner threads under the executor's GIL (a per-event "
+            "breakdown puts every delay above 25 ms at those two moments). Below 10 ms at 20 "
+            "simultaneous starts needs the runs out of the executor's process or more cores."
         )
     if name == "dispatch":
         cpu = f.get("cpu_ms_per_job", {})

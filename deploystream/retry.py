@@ -47,7 +47,7 @@ def policy() -> AsyncRetrying:
     """The retry policy itself (forever, 50 ms doubling to 2 s, jittered)."""
     return AsyncRetrying(
         retry=retry_if_exception(retryable),
-        wait=wait_exponential_jitter(initial=0.05, max=2.0, jitter=0.05),
+        wait=wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.05),
         reraise=True,
     )
 

@@ -158,7 +158,11 @@ class ArgvSampler(threading.Thread):
                     if any(form in argv for form in forms):
                         self.hits.append((int(entry), name, argv[:300]))
             if self.watch is not None:
-                self.cred_dirs.update(str(p) for p in self.watch.glob("*/*/*.deploystream-git"))
+                try:
+                    found = [str(p) for p in self.watch.glob("*/*/*.deploystream-git")]
+                except OSError:  # a run dir removed mid-scan: it ends; keep sweeping
+                    found = []
+                self.cred_dirs.update(found)
             self.sweeps += 1
             time.sleep(0.005)
 

@@ -40,6 +40,12 @@ log = structlog.get_logger(__name__)
 _BATCH_MAX = 1000
 
 
+def _entry(event: Event) -> tuple[bytes, int, bytes]:
+    """(type, seq, data) of a numbered event, as the PUBLISH and START scripts take it."""
+    tag: str = event.__struct_config__.tag  # type: ignore[assignment]
+    return tag.encode(), event.seq, encode(event)
+
+
 def watermark_key(config: StreamsConfig, request_id: str) -> str:
     """Where the publish watermark of a request lives (same hash slot as its events)."""
     return f"{config.streams.events_prefix}.published:{{{request_id}}}"
@@ -161,7 +167,7 @@ class EventPublisher:
         self.seq += 1
         event.seq = self.seq
         event.attempt = self.attempt
-        self._send.send_nowait((event.__struct_config__.tag.encode(), self.seq, encode(event)))  # type: ignore[union-attr]
+        self._send.send_nowait(_entry(event))
 
     async def start(self, opening: list[Event]) -> tuple[str, bytes]:
         """Write the attempt's opening events in the same fenced step that reads the
@@ -170,18 +176,15 @@ class EventPublisher:
 
         Returns the state and the latest ``cancel_requested`` data of the request's
         latest generation. On ``lost``, ``result`` or ``deep`` nothing was written and
-        the events are not numbered: on ``deep`` the caller decides and emits them.
+        this publisher's numbering does not move: on ``deep`` the caller decides, and
+        :meth:`emit` numbers the events again.
         """
-        args: list[Any] = [
-            *self._fence.args(self._config.groups.executors),
-            self._config.retention.events_maxlen,
-            self._hold_ttl,
-            self.attempt,
-        ]
+        numbered: list[tuple[bytes, int, bytes]] = []
         for seq, event in enumerate(opening, self.seq + 1):
             event.seq = seq
             event.attempt = self.attempt
-            args += [event.__struct_config__.tag, seq, encode(event)]
+            numbered.append(_entry(event))
+        args = self._script_args(numbered)
         f = self._fence
         state_b, cancel = await redis_call(
             lambda: self._lua.start(keys=[f.stream, self.key, self.watermark], args=args)
@@ -191,9 +194,7 @@ class EventPublisher:
             self._lose()
         elif state not in ("result", "deep"):
             self.seq += len(opening)
-            self.published += len(opening)
-            if self._on_published is not None:
-                self._on_published(len(opening))
+            self._count_published(len(opening))
         return state, cancel
 
     async def run(self) -> None:
@@ -214,23 +215,30 @@ class EventPublisher:
                         if top < 0:
                             self._lose()
                             continue
-                        self.published += len(batch)
-                        if self._on_published is not None:
-                            self._on_published(len(batch))
+                        self._count_published(len(batch))
         finally:
             self._done.set()
 
-    async def _publish(self, batch: list[tuple[bytes, int, bytes]]) -> int:
-        cfg = self._config
-        f = self._fence
+    def _script_args(self, events: list[tuple[bytes, int, bytes]]) -> list[Any]:
+        """ARGV of PUBLISH and START: the fence, limits, attempt, then the events."""
         args: list[Any] = [
-            *f.args(cfg.groups.executors),
-            cfg.retention.events_maxlen,
+            *self._fence.args(self._config.groups.executors),
+            self._config.retention.events_maxlen,
             self._hold_ttl,
             self.attempt,
         ]
-        for etype, seq, data in batch:
+        for etype, seq, data in events:
             args += [etype, seq, data]
+        return args
+
+    def _count_published(self, n: int) -> None:
+        self.published += n
+        if self._on_published is not None:
+            self._on_published(n)
+
+    async def _publish(self, batch: list[tuple[bytes, int, bytes]]) -> int:
+        f = self._fence
+        args = self._script_args(batch)
         top = await redis_call(
             lambda: self._lua.publish(keys=[f.stream, self.key, self.watermark], args=args)
         )

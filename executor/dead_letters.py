@@ -12,8 +12,8 @@ import hashlib
 import time
 from typing import Any
 
-from contracts import Result, decode_event, encode
-from contracts.codec import MAX_JOB_BYTES, DecodeError
+from contracts import Result, encode
+from contracts.codec import MAX_JOB_BYTES
 from contracts.entries import DEAD_LETTER_FIELDS
 from deploystream.retry import redis_call
 from executor.core import ExecutorCore
@@ -104,12 +104,3 @@ class DeadLetters(ExecutorCore):
             self.log.warning("dead_letter.not_owner", entry=owned.entry_id)
             return
         self.metrics.dead_lettered(owned.stream)
-
-
-def decode_result_fields(fields: dict[bytes, bytes]) -> Result | None:
-    """Helper for readers of dead-letter results."""
-    try:
-        ev = decode_event(fields.get(b"data", b""))
-    except DecodeError:
-        return None
-    return ev if isinstance(ev, Result) else None

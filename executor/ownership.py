@@ -19,19 +19,17 @@ from redis.asyncio import Redis
 
 from contracts import decode_event
 from contracts.codec import DecodeError
-from contracts.entries import ATTEMPT_BASE, REPLAY_OF
+from contracts.entries import ATTEMPT_BASE
 from deploystream.retry import redis_call
 from executor.publisher import EventPublisher, Fence
 
-ATTEMPT_BASE_FIELD = ATTEMPT_BASE
-REPLAY_OF_FIELD = REPLAY_OF
 _STATE_PAGE_FIRST = 16
 _STATE_PAGE_MAX = 1000
 
 
 def attempt_base(fields: dict[bytes, bytes]) -> int:
     """The ``attempt_base`` of an entry (0 unless ``dlq replay`` wrote it)."""
-    raw = fields.get(ATTEMPT_BASE_FIELD, b"0")
+    raw = fields.get(ATTEMPT_BASE, b"0")
     try:
         base = int(raw)
     except ValueError:

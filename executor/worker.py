@@ -67,11 +67,9 @@ from anyio.abc import TaskGroup, TaskStatus
 from contracts import Accepted, Event, Job, Reclaimed, job_kind
 from deploystream.retry import redis_call
 from executor import intake
-from executor.dead_letters import DeadLetters, decode_result_fields
+from executor.dead_letters import DeadLetters
 from executor.loops import BackgroundLoops
 from executor.ownership import (
-    ATTEMPT_BASE_FIELD,
-    REPLAY_OF_FIELD,
     Owned,
     RequestState,
     attempt_base,
@@ -82,13 +80,10 @@ from executor.runner import RunOutcome
 from executor.running import PlaybookRun
 
 __all__ = [
-    "ATTEMPT_BASE_FIELD",
-    "REPLAY_OF_FIELD",
     "Executor",
     "Owned",
     "RequestState",
     "attempt_base",
-    "decode_result_fields",
 ]
 
 # After the grace period: how long cancelled runs get to release their entries

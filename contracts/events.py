@@ -105,6 +105,13 @@ class Result(_EventBase, tag="result"):
     def ok(self) -> bool:
         return self.status == "success"
 
+    @property
+    def failed_at(self) -> str:
+        """Where it failed, for a summary: "at task 'X' on h1, h2" (or "")."""
+        task = f"at task {self.failed_task!r}" if self.failed_task else ""
+        hosts = f"on {', '.join(self.failed_hosts)}" if self.failed_hosts else ""
+        return " ".join(p for p in (task, hosts) if p)
+
 
 Event = (
     Submitted

@@ -41,7 +41,7 @@ from contracts import DeployJob, HostStats, Job, ProvisionJob, Target
 from contracts.rules import repo_clone_url
 from executor.guard import ENV_NICE, kill_tree, proc_table
 from executor.settings import ExecutorSettings
-from executor.translate import host_stats, stats_artifacts
+from executor.translate import failure_line, host_stats, stats_artifacts
 
 _GUARD = Path(__file__).resolve().with_name("guard.py")
 
@@ -58,6 +58,8 @@ class RunOutcome:
     failed_task: str | None = None
     failed_hosts: list[str] = field(default_factory=list)
     error: str | None = None
+    # The first line of the first failed task's message (why it failed).
+    failed_message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -203,7 +205,7 @@ def _run_in(
             break
 
     outcome = RunOutcome(status="error", rc=None)
-    failed: dict[str, str] = {}
+    failed: dict[str, tuple[str, str]] = {}  # host -> (task, first line of its message)
     # The run's ansible-playbook is the only child of ours whose argv names run_dir.
     marker = str(inventory).encode()
     deadline = time.monotonic() + job.timeout_s
@@ -228,7 +230,9 @@ def _run_in(
         name = raw.get("event")
         data = raw.get("event_data") or {}
         if name in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
-            failed.setdefault(str(data.get("host", "")), str(data.get("task", "")))
+            failed.setdefault(
+                str(data.get("host", "")), (str(data.get("task", "")), failure_line(raw))
+            )
         elif name == "playbook_on_stats":
             outcome.stats = host_stats(raw)
             outcome.artifacts = stats_artifacts(raw)
@@ -257,7 +261,8 @@ def _run_in(
     outcome.rc = runner.rc
     outcome.failed_hosts = sorted(failed)
     if failed:
-        outcome.failed_task = next(iter(failed.values()))
+        outcome.failed_task, message = next(iter(failed.values()))
+        outcome.failed_message = message or None
     if outcome.status == "failed" and not failed:
         outcome.error = f"ansible-playbook exited with rc={runner.rc}"
     return outcome

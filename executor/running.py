@@ -73,6 +73,8 @@ class PlaybookRun(ExecutorCore):
             outcome.error = redact(outcome.error)
         if outcome.failed_task:  # a task name is templated: it can hold a secret
             outcome.failed_task = redact(outcome.failed_task)
+        if outcome.failed_message:
+            outcome.failed_message = redact(outcome.failed_message)
         return outcome
 
     async def _run_in_slot(
@@ -106,9 +108,9 @@ class PlaybookRun(ExecutorCore):
     ) -> Result:
         status = _STATUS_MAP.get(outcome.status, "error")
         error = outcome.error
-        if status == "failed" and not error and outcome.failed_task:
-            hosts = ", ".join(outcome.failed_hosts)
-            error = f"task {outcome.failed_task!r} failed on {hosts}"
+        if status == "failed" and not error:
+            # The *why*; the *where* is failed_task / failed_hosts (summaries add it).
+            error = outcome.failed_message
         if status == "timeout":
             error = error or f"timed out after {job.timeout_s} s"
         if status == "canceled":

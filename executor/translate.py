@@ -45,6 +45,16 @@ def _message(res: Mapping[str, Any]) -> str:
     return ""
 
 
+def failure_line(raw: Mapping[str, Any], limit: int = 300) -> str:
+    """The first non-empty line of a failed result's message: the *why* of a failure
+    summary (``task 'Fetch repository' failed on h: <git's error>``). Not redacted."""
+    res: Mapping[str, Any] = (raw.get("event_data") or {}).get("res") or {}
+    for line in _message(res).splitlines():
+        if line.strip():
+            return _short(line, limit)
+    return ""
+
+
 def _item_label(res: Mapping[str, Any], redact: Callable[[str], str]) -> str | None:
     if "item" not in res:
         return None

@@ -145,3 +145,23 @@ def test_provision_twice_second_run_changes_nothing(
     assert all(s["changed"] == 0 for s in runs[1]["stats"].values()), runs[1]["stats"]
     marker = executors.apps_root / ".deploystream-provisioned"
     assert "handle=srv-1" in marker.read_text()
+
+
+def test_failure_summary_carries_the_failing_tasks_message(
+    executors: Executors, tmp_path: Path, deployed: list[str], redis_url: str, keys_dir: Path
+) -> None:
+    """The summary says *why* (git's own words), not 'task X failed on H' again."""
+    executors.start("ex-a")
+    repo = create_sample_repo(tmp_path / "repo")
+    deployed.append("noref")
+    out = deployctl(
+        "deploy", "--project", "noref", "--repo", repo, "--ref", "no-such-branch",
+        "--service-port", str(free_port()),
+        redis_url=redis_url, keys_dir=keys_dir,
+    )  # fmt: skip
+    assert out.returncode == 1, out.stdout + out.stderr
+    summary = next(ln for ln in out.stderr.splitlines() if " ended failed " in ln)
+    _, _, why = summary.partition(" ended failed at task 'Fetch repository' on localhost: ")
+    assert why, summary
+    assert "failed on" not in why and "Fetch repository" not in why, summary
+    assert "no-such-branch" in why, summary  # git's message names the ref it lacks

@@ -232,8 +232,9 @@ def describe_result(result: Result) -> str:
     if result.status == "success":
         where = f" — {result.deployed_url}" if result.deployed_url else ""
         return f"succeeded in {secs:.1f} s{where}"
+    where = f" {result.failed_at}" if result.failed_at else ""
     reason = f": {result.error}" if result.error else ""
-    return f"{result.status} after {secs:.1f} s{reason}"
+    return f"{result.status} after {secs:.1f} s{where}{reason}"
 
 
 def format_counts(counts: Counter[str]) -> str:

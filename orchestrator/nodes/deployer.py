@@ -143,12 +143,9 @@ def _finished(result: Result) -> dict[str, Any]:
 
 
 def describe_failure(result: Result) -> str:
-    parts = [f"deploy {result.request_id} ended {result.status}"]
-    if result.failed_task:
-        parts.append(f"at task {result.failed_task!r}")
-    if result.failed_hosts:
-        parts.append(f"on {', '.join(result.failed_hosts)}")
-    text = " ".join(parts)
+    text = f"deploy {result.request_id} ended {result.status}"
+    if result.failed_at:
+        text += f" {result.failed_at}"
     return f"{text}: {result.error}" if result.error else text
 
 

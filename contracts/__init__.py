@@ -18,6 +18,7 @@ from contracts.events import (
     Result,
     Submitted,
     TaskStarted,
+    Waiting,
 )
 from contracts.jobs import DeployJob, Job, ProvisionJob, Target, job_kind
 from contracts.rules import RuleError, check_job
@@ -44,6 +45,7 @@ __all__ = [
     "Submitted",
     "Target",
     "TaskStarted",
+    "Waiting",
     "check_job",
     "decode_control",
     "decode_event",

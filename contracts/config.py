@@ -41,6 +41,7 @@ class StreamsSection(_Section, frozen=True):
     control: Name = "ansible.control"
     idempotency_prefix: Name = "deploystream.idem"
     executors_prefix: Name = "deploystream.executor"
+    locks_prefix: Name = "deploystream.lock"
 
 
 class GroupsSection(_Section, frozen=True):
@@ -58,6 +59,8 @@ class ExecutorSection(_Section, frozen=True):
     # Playbooks run this much nicer than the executor (0-19): on a saturated CPU the
     # executor still renews leases and publishes events on time.
     playbook_nice: Annotated[int, Meta(ge=0, le=19)] = 10
+    # A job waiting for its project's (or server's) lock asks again this often.
+    lock_poll_ms: Annotated[int, Meta(ge=10)] = 250
 
 
 class RetentionSection(_Section, frozen=True):
@@ -93,6 +96,11 @@ class StreamsConfig(_Section, frozen=True):
 
     def executor_key(self, name: str) -> str:
         return f"{self.streams.executors_prefix}:{name}"
+
+    def lock_keys(self, scope: str) -> tuple[str, str]:
+        """The lock of one scope (e.g. ``deploy:myapp@localhost``) and its waiters."""
+        prefix = self.streams.locks_prefix
+        return f"{prefix}:held:{scope}", f"{prefix}:queue:{scope}"
 
     def stream_for_kind(self, kind: str) -> str:
         if kind == "deploy":

@@ -73,6 +73,19 @@ class Output(_EventBase, tag="output"):
     lines: list[str]
 
 
+class Waiting(_EventBase, tag="waiting"):
+    """Accepted but not started: another job holds the lock it needs (a deploy of the
+    same project to the same host, a provision of the same server). ``lock`` says
+    what it waits for, ``holder`` the request it waits on (``queued``: an earlier
+    waiter, not the running job). Its playbook starts when the lock is free; the wait
+    counts against neither its timeout nor its lease. Sent again when the request it
+    waits on changes."""
+
+    lock: str
+    holder: str | None = None
+    queued: bool = False
+
+
 class CancelRequested(_EventBase, tag="cancel_requested"):
     by: str
     reason: str = ""
@@ -121,6 +134,7 @@ Event = (
     | TaskStarted
     | HostResult
     | Output
+    | Waiting
     | CancelRequested
     | Result
 )

@@ -87,6 +87,8 @@ def layout_keys(config: StreamsConfig, request_id: str = "r1") -> dict[str, str]
         "events": config.events_key(request_id),
         "publish watermark": f"{s.events_prefix}.published:{{{request_id}}}",
         "idempotency": config.idempotency_key("k1"),
+        "job lock": config.lock_keys(f"deploy:p@{request_id}")[0],
+        "job lock waiters": config.lock_keys(f"deploy:p@{request_id}")[1],
     }
 
 

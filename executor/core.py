@@ -24,6 +24,7 @@ from redis.exceptions import ResponseError
 from contracts import StreamsConfig
 from deploystream.keys import ExecutorKeys
 from deploystream.retry import redis_call, retryable
+from executor.job_lock import LockScripts
 from executor.ownership import Owned
 from executor.publisher import Lua
 from executor.settings import ExecutorSettings
@@ -57,6 +58,7 @@ class ExecutorCore:
         self.name = settings.name
         self.group = config.groups.executors
         self.lua = Lua(redis)
+        self.lock_scripts = LockScripts(redis)
         self._owned: dict[tuple[str, str], Owned] = {}
         self._slots = anyio.Semaphore(config.executor.concurrency)
         self._capacity = anyio.Event()

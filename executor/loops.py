@@ -74,6 +74,21 @@ class BackgroundLoops(ExecutorCore):
                 elif not ok and not o.lost:
                     self.log.error("lease.lost", request_id=o.request_id, entry=o.entry_id)
                     self._lose(o)
+            await self._renew_locks(owned)
+
+    async def _renew_locks(self, owned: list[Owned]) -> None:
+        """The job locks expire with the lease, so they are renewed with it."""
+        for o in owned:
+            if o.lock is None or not o.lock.held or o.lost:
+                continue
+            try:
+                ok = await o.lock.renew()
+            except Exception as exc:  # expires only after a whole lease: retried next round
+                self.log.warning("lock.renew_failed", request_id=o.request_id, error=str(exc))
+                continue
+            if not ok:  # someone else holds it now: never run beside them
+                self.log.error("lock.lost", request_id=o.request_id, lock=o.lock.what)
+                self._lose(o)
 
     async def _adoption_allowed(self) -> bool:
         """Not within one lease of a Redis restart or of our own connection trouble:

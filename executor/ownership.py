@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
@@ -22,6 +23,9 @@ from contracts.codec import DecodeError
 from contracts.entries import ATTEMPT_BASE
 from deploystream.retry import redis_call
 from executor.publisher import EventPublisher, Fence
+
+if TYPE_CHECKING:
+    from executor.job_lock import JobLock
 
 _STATE_PAGE_FIRST = 16
 _STATE_PAGE_MAX = 1000
@@ -51,6 +55,7 @@ class Owned:
     lost: bool = False  # lease lost: another executor owns it now
     abandoned: bool = False  # shutdown: give it back for adoption
     publisher: EventPublisher | None = None
+    lock: JobLock | None = None  # its project's (server's) lock, once it asked for it
 
     def fence(self, consumer: str) -> Fence:
         return Fence(self.stream, self.entry_id, consumer, self.delivery)

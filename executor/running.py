@@ -15,6 +15,7 @@ from contracts import DeployJob, Job, Result
 from deploystream import redact as redaction
 from deploystream.redact import Redactor
 from executor.core import ExecutorCore
+from executor.job_lock import JobLock
 from executor.ownership import Owned
 from executor.publisher import EventPublisher
 from executor.runner import OpenedSecrets, RunOutcome, run_playbook
@@ -37,6 +38,19 @@ class PlaybookRun(ExecutorCore):
         publisher: EventPublisher,
         attempt_no: int,
     ) -> RunOutcome:
+        # One deploy of a project per host (one provision per server) at a time: wait
+        # here, visibly, before the timeout starts; the worker releases it after the
+        # result.
+        lock = owned.lock = JobLock(
+            self.redis, self.config, self.lock_scripts, job, owned.fence(self.name)
+        )
+        got = await lock.acquire(owned.cancel, publisher.emit)
+        if got == "lost":
+            self._lose(owned)
+        if got != "held":
+            return RunOutcome(
+                status="canceled", rc=None, error=f"canceled while waiting for {lock.what}"
+            )
         try:
             secrets = OpenedSecrets(
                 values={k: self.keys.open(v) for k, v in job.secrets.items()},

@@ -214,6 +214,9 @@ class Executor(BackgroundLoops, DeadLetters, PlaybookRun):
             self.log.exception("handle.crashed", entry=owned.entry_id)
             owned.cancel.set()
         finally:
+            if owned.lock is not None:  # after the result: the next job may start
+                with anyio.move_on_after(5, shield=True), contextlib.suppress(Exception):
+                    await owned.lock.release()
             self._owned.pop((owned.stream, owned.entry_id), None)
             self._capacity.set()
             self._idle.set()

@@ -83,6 +83,9 @@ class DeployState(TypedDict, total=False):
     submitted: bool
     last_event_id: str
     wait_deadline: float  # epoch seconds: submit time + timeout_s + queue allowance
+    # epoch seconds since when the job waits for its project's lock (a ``waiting``
+    # event), None once it runs: that wait moves ``wait_deadline`` on.
+    waiting_since: float | None
     events_seen: int
     result: dict[str, Any] | None  # the terminal contract Result as builtins
     # --- outcome

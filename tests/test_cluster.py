@@ -54,6 +54,7 @@ events-prefix = "{ds}ansible.events"
 control = "{ds}ansible.control"
 idempotency-prefix = "{ds}deploystream.idem"
 executors-prefix = "{ds}deploystream.executor"
+locks-prefix = "{ds}deploystream.lock"
 
 [executor]
 lease-ms = 1500

@@ -19,6 +19,7 @@ from contracts import (
     RuleError,
     Submitted,
     Target,
+    Waiting,
     check_job,
     decode_event,
     decode_job,
@@ -69,6 +70,7 @@ def test_event_round_trip_all_kinds() -> None:
         Submitted(request_id="r1", seq=0, ts=1.0, job=job, stream="ansible.deploy"),
         Accepted(request_id="r1", seq=1, ts=1.0, executor="e1"),
         HostResult(request_id="r1", seq=2, ts=1.0, host="h", task="t", status="changed"),
+        Waiting(request_id="r1", seq=2, ts=1.0, lock="project a on localhost", holder="r0"),
         Result(
             request_id="r1",
             seq=3,
@@ -94,6 +96,13 @@ def test_old_payloads_still_decode() -> None:
     old_result = b'{"type":"result","request_id":"old1","seq":4,"ts":2.0,"status":"failed"}'
     res = decode_event(old_result)
     assert isinstance(res, Result) and res.status == "failed" and res.event_count == 0
+    # The first ``waiting`` events had only ``lock``: what came later has defaults.
+    first_waiting = b'{"type":"waiting","request_id":"old1","seq":2,"ts":2.0,"lock":"x"}'
+    waiting = decode_event(first_waiting)
+    assert isinstance(waiting, Waiting) and waiting.holder is None and not waiting.queued
+    # A streams.toml from before the job lock still loads, with its defaults.
+    old = parse_config('[streams]\ndeploy = "ansible.deploy"\n[executor]\nlease-ms = 5000\n')
+    assert old.streams.locks_prefix == "deploystream.lock" and old.executor.lock_poll_ms == 250
 
 
 @pytest.mark.parametrize(

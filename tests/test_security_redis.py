@@ -127,6 +127,7 @@ def test_acl_file_names_the_configured_keys() -> None:
         f"{s.events_prefix}:*",
         f"{s.idempotency_prefix}:*",
         f"{s.executors_prefix}:*",
+        f"{s.locks_prefix}:*",
     ):
         assert f"~{key} " in text or f"~{key})" in text, key
     lines = [ln for ln in text.splitlines() if ln.strip()]
@@ -343,6 +344,19 @@ _EXECUTOR = [
     "XREAD BLOCK 10 COUNT 100 STREAMS ansible.control 0",
     "XINFO STREAM ansible.control",
     "EXISTS ansible.control",
+    "EVAL x 5 ansible.deploy deploystream.lock:held:deploy:p@h deploystream.lock:queue:deploy:p@h"
+    " deploystream.lock:held:deploy:p@g deploystream.lock:queue:deploy:p@g",
+    "EVAL x 1 deploystream.lock:held:deploy:p@h",
+    "GET deploystream.lock:held:deploy:p@h",
+    "SET deploystream.lock:held:deploy:p@h r PX 1000",
+    "PEXPIRE deploystream.lock:held:deploy:p@h 1000",
+    "DEL deploystream.lock:held:deploy:p@h",
+    "ZADD deploystream.lock:queue:deploy:p@h 1 m",
+    "ZREM deploystream.lock:queue:deploy:p@h m",
+    "ZRANGE deploystream.lock:queue:deploy:p@h 0 -1",
+    "ZREMRANGEBYSCORE deploystream.lock:queue:deploy:p@h -inf 1",
+    "PEXPIRE deploystream.lock:queue:deploy:p@h 1000",
+    "TIME",
     "HSET deploystream.executor:e name e",
     "EXPIRE deploystream.executor:e 90",
     "DEL deploystream.executor:e",

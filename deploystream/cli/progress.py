@@ -26,6 +26,7 @@ from contracts import (
     Result,
     Submitted,
     TaskStarted,
+    Waiting,
     job_kind,
 )
 
@@ -80,6 +81,8 @@ class Progress:
     hosts: dict[str, Counter[str]] = field(default_factory=dict)
     result: Result | None = None
     notes: list[str] = field(default_factory=list)
+    # What it waits for before its playbook starts (a ``waiting`` event), in words.
+    waiting: str | None = None
 
     # ------------------------------------------------------------------ applying
     def apply(self, event: Event) -> None:
@@ -96,21 +99,27 @@ class Progress:
                 self.executor = name
                 self.kind = kind or self.kind
                 self.accepted_at = event.ts
+            case Waiting():
+                self.waiting = describe_wait(event)
             case Reclaimed(previous_owner=prev, executor=name):
+                self.waiting = None
                 self.notes.append(f"adopted by {name} after {prev} stopped answering")
                 self.executor = name
                 self._restart(event.attempt)
             case PlaybookStarted(playbook=pb, play=play):
+                self.waiting = None
                 self.playbook = self.playbook or PurePath(pb).stem or None
                 if play:
                     self.plays.append(PlayNode(play))
             case TaskStarted(task=task, play=play):
+                self.waiting = None
                 self._task_started(task, play, event.ts)
             case HostResult():
                 self._host_result(event)
             case CancelRequested(by=who, reason=reason):
                 self.notes.append(f"cancel requested by {who}" + (f": {reason}" if reason else ""))
             case Result():
+                self.waiting = None
                 self.result = event
                 self.executor = event.executor or self.executor
                 current = self.current_task
@@ -175,9 +184,11 @@ class Progress:
 
     @property
     def phase(self) -> str:
-        """queued | running | the result status."""
+        """queued | waiting | running | the result status."""
         if self.result is not None:
             return self.result.status
+        if self.waiting:
+            return "waiting"
         return "running" if self.executor else "queued"
 
     def elapsed_at(self, now: float) -> float:
@@ -224,6 +235,14 @@ class Progress:
         return {
             host: Counter({k: c.get(k, 0) for k in COUNTED}) for host, c in list(self.hosts.items())
         }
+
+
+def describe_wait(event: Waiting) -> str:
+    """What a job waits for, in plain words."""
+    if not event.holder:
+        return f"waiting for {event.lock}"
+    how = "behind the earlier" if event.queued else "held by"
+    return f"waiting for {event.lock} ({how} {event.holder})"
 
 
 def describe_result(result: Result) -> str:

@@ -35,6 +35,7 @@ from contracts import (
     Result,
     Submitted,
     TaskStarted,
+    Waiting,
 )
 from deploystream.cli.progress import (
     COUNTED,
@@ -42,6 +43,7 @@ from deploystream.cli.progress import (
     Progress,
     TaskNode,
     describe_result,
+    describe_wait,
     format_counts,
 )
 
@@ -126,6 +128,8 @@ class LineRenderer:
                 lines.append(f"submitted {job.playbook} (request {event.request_id})")
             case Accepted(executor=name, delivery_count=n):
                 lines.append(f"accepted by {name}" + (f" (delivery {n})" if n > 1 else ""))
+            case Waiting():
+                lines.append(describe_wait(event))
             case Reclaimed(previous_owner=prev, executor=name):
                 lines.append(f"adopted by {name}: {prev} stopped answering")
             case PlaybookStarted(play=play) if play:
@@ -202,6 +206,8 @@ class LiveRenderer:
         hosts = p.host_totals()
         if len(hosts) > 1:
             tail.append(self._host_line(hosts))
+        if p.waiting and p.result is None:
+            tail.append(Text(f"⏸ {p.waiting}", style="yellow"))
         tail += [Text(n, style="dim italic") for n in p.notes[-2:]]
         room = None if rows is None else max(1, rows - 1 - len(tail))
         hidden, window = task_window(p.plays, room)

@@ -22,7 +22,7 @@ import msgspec
 import structlog
 from langgraph.config import get_stream_writer
 
-from contracts import Event, Result
+from contracts import CancelRequested, Event, Result, Waiting
 from deploystream.errors import BadInputError, InfrastructureError
 from orchestrator.gateway import JobGateway
 from orchestrator.settings import OrchestratorSettings
@@ -84,6 +84,7 @@ class DeployerNode:
         request_id = state["request_id"]
         after = state.get("last_event_id") or "0"
         deadline = state["wait_deadline"]
+        waiting_since = state.get("waiting_since")
         s = self._settings
         # A resumed run past its deadline still reads what is already there.
         window = min(s.checkpoint_every_s, max(deadline - self._clock(), s.final_read_s))
@@ -95,6 +96,12 @@ class DeployerNode:
                 async for entry_id, event in stream:
                     write(msgspec.to_builtins(event))
                     last, seen = entry_id, seen + 1
+                    # A wait for the project's lock does not count against the bound.
+                    if isinstance(event, Waiting):
+                        waiting_since = waiting_since or self._clock()
+                    elif waiting_since is not None and not isinstance(event, CancelRequested):
+                        deadline += self._clock() - waiting_since
+                        waiting_since = None
                     if isinstance(event, Result):
                         result = event
                         break
@@ -102,9 +109,15 @@ class DeployerNode:
                     ended = True
         finally:
             await _aclose(stream)
+        if waiting_since is not None:  # still waiting: none of it counts so far
+            now = self._clock()
+            deadline += now - waiting_since
+            waiting_since = now
         update: dict[str, Any] = {
             "last_event_id": last,
             "events_seen": state.get("events_seen", 0) + seen,
+            "wait_deadline": deadline,
+            "waiting_since": waiting_since,
         }
         if result is not None:
             return update | _finished(result)

@@ -13,7 +13,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from contracts import Event, Job
+from contracts import Event, Job, Waiting
 from deploystream.errors import BadInputError
 from deploystream.keys import ExecutorKeys, OrchestratorKeys
 from orchestrator.checkpoint import open_checkpointer
@@ -153,6 +153,45 @@ async def test_wait_is_bounded_by_timeout_plus_queue_allowance(
     assert final["post_deploy"] == [
         {"name": "project_status", "status": "skipped", "detail": "platform API not configured"}
     ]
+
+
+class _WaitingGateway(ScriptedGateway):
+    """After ``accepted``: a ``waiting`` event, then the result only once released."""
+
+    async def submit(self, job: Job) -> str:
+        rid = await super().submit(job)
+        submitted, accepted, *_, result = self.scripts[rid]
+        wait = Waiting(request_id=rid, seq=2, ts=time.time(), lock="project p on localhost")
+        self.scripts[rid] = [submitted, accepted, wait, result]
+        return rid
+
+
+async def test_a_wait_for_the_project_lock_does_not_count_against_the_bound(
+    tmp_path: Path, keys: OrchestratorKeys
+) -> None:
+    released = anyio.Event()
+    gateway = _WaitingGateway(before_result=released)
+    settings = make_settings(tmp_path, queue_allowance_s=0.6, checkpoint_every_s=0.25)
+    started = time.monotonic()
+
+    async def release_later() -> None:
+        await anyio.sleep(3)  # twice the bound (timeout 1 s + allowance 0.6 s)
+        released.set()
+
+    with anyio.fail_after(15):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(release_later)
+            final = await run_deploy_graph(
+                {**REQUEST, "timeout_s": 1},
+                gateway=gateway,
+                keys=keys,
+                settings=settings,
+                thread_id="req-waits",
+            )
+    assert time.monotonic() - started >= 3
+    assert final.get("outcome") != "wait_exceeded", final.get("errors")
+    result = final.get("result")
+    assert result is not None and result["status"] == "success"
 
 
 @pytest.mark.parametrize("crash_on_tail", [1, 2])

@@ -336,3 +336,84 @@ def test_compose_file_selects_compose_runtime(
     assert run.runner.status == "failed"
     assert run.failed_tasks() == ["Start compose services"]
     assert not (apps_root / "sample" / PID_FILE_NAME).exists()
+
+
+def _failure(run: Run) -> dict[str, Any]:
+    event = next(e for e in run.events if e["event"] == "runner_on_failed")
+    res: dict[str, Any] = event["event_data"]["res"]
+    return res
+
+
+def test_a_port_held_by_another_process_fails_fast_and_leaves_it_alone(
+    tmp_path: Path, apps_root: Path, run_playbook
+) -> None:
+    """No false success: something else answering 200 on the port is not our service."""
+    import subprocess
+    import time
+
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "health").write_text("ok\n")  # it even passes the health check
+    port = _free_port()
+    other = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=www, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # until it listens
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and other.poll() is None
+                time.sleep(0.05)
+        repo = create_sample_repo(tmp_path / "repo")
+        run = run_playbook(
+            DEPLOY,
+            _deploy_vars(
+                repo_url=repo, port=port, apps_root=apps_root,
+                secrets_file=_secrets(tmp_path, {}),
+            ),
+        )  # fmt: skip
+        assert run.runner.status == "failed"
+        assert run.failed_tasks() == ["Check service port is free"]  # before anything started
+        msg = _failure(run)["msg"]
+        assert f"port {port} is held by another process: pid {other.pid} (" in msg, msg
+        assert "http.server" in msg, msg
+        assert "deployed_url" not in run.artifact_data
+        assert not (apps_root / "sample" / PID_FILE_NAME).exists()
+        # Left alone: still running, still answering.
+        assert other.poll() is None
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).close()
+    finally:
+        other.terminate()
+        other.wait(10)
+
+
+def test_a_service_that_exits_fails_at_once_with_its_own_log(
+    tmp_path: Path, apps_root: Path, run_playbook
+) -> None:
+    """The health check stops waiting when the started process has exited, and says why."""
+    import time
+
+    repo_dir = tmp_path / "repo"
+    repo = create_sample_repo(repo_dir)
+    marker = f"cannot-start-{uuid.uuid4().hex[:8]}"
+    (repo_dir / "Procfile").write_text(f"web: echo {marker} >&2; exit 3\n")
+    os.system(f"cd {repo_dir} && git commit -qam 'crash' >/dev/null")
+    started = time.monotonic()
+    run = run_playbook(
+        DEPLOY,
+        _deploy_vars(
+            repo_url=repo, port=_free_port(), apps_root=apps_root,
+            secrets_file=_secrets(tmp_path, {}), health_retries=600, health_delay=0.5,
+        ),
+    )  # fmt: skip
+    took = time.monotonic() - started
+    assert run.runner.status == "failed"
+    assert run.failed_tasks() == ["Wait for health check"]
+    msg = _failure(run)["msg"]
+    assert "exited before answering" in msg and marker in msg, msg
+    assert str(apps_root / "sample" / LOG_FILE_NAME) in msg
+    assert took < 120, took  # not the 300 s the health check would wait for

@@ -196,7 +196,8 @@ class Bench:
     def job(self, playbook: str, **extra_vars: Any) -> Job:
         return build_provision_job(
             self.orchestrator_keys(),
-            server_handle="bench",
+            # One server per job: the jobs are independent (no project/server lock).
+            server_handle=f"bench-{os.urandom(4).hex()}",
             playbook=playbook,
             extra_vars=extra_vars,
             timeout_s=600,

@@ -230,7 +230,7 @@ class FaultEnv:
         keys = OrchestratorKeys.load(self.keys_dir)
         job = build_provision_job(
             keys,
-            server_handle="srv",
+            server_handle=f"srv-{os.urandom(4).hex()}",  # independent: no server lock
             playbook=playbook,
             extra_vars=extra_vars or {},
             timeout_s=timeout_s,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -27,7 +28,9 @@ def _submit(
     from orchestrator.client import StreamClient
 
     keys = OrchestratorKeys.load(keys_dir)
-    job = build_provision_job(keys, server_handle="srv", playbook=playbook, **kw)  # type: ignore[arg-type]
+    # One server per job: they run side by side (provisions of one server would queue).
+    handle = f"srv-{os.urandom(4).hex()}"
+    job = build_provision_job(keys, server_handle=handle, playbook=playbook, **kw)  # type: ignore[arg-type]
 
     async def go() -> str:
         r = connect(config.redis.url)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -23,7 +24,10 @@ def _submit(config: StreamsConfig, keys_dir: Path, **extra_vars: object) -> str:
     from orchestrator.client import StreamClient
 
     keys = OrchestratorKeys.load(keys_dir)
-    job = build_provision_job(keys, server_handle="s", playbook="sleep", extra_vars=extra_vars)
+    # One server per job: they run side by side (provisions of one server would queue).
+    job = build_provision_job(
+        keys, server_handle=f"s-{os.urandom(4).hex()}", playbook="sleep", extra_vars=extra_vars
+    )
 
     async def go() -> str:
         r = connect(config.redis.url)

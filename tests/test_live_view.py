@@ -32,6 +32,7 @@ from contracts import (
     StreamsConfig,
     Submitted,
     TaskStarted,
+    Waiting,
 )
 from contracts.jobs import ProvisionJob, Target
 from deploystream.cli.progress import Progress
@@ -554,3 +555,30 @@ def test_terminal_emulator_replays_redraws() -> None:
     s = Screen(20)
     s.feed("\x1b[1mbold\x1b[0m \x1b]8;id=1;http://x\x1b\\link\x1b]8;;\x1b\\")
     assert s.text() == "bold link"
+
+
+def test_a_waiting_request_says_what_it_waits_for_until_it_starts() -> None:
+    ev = Events()
+    live = LiveRenderer(recording_console())
+    p = Progress(RID, label="deploy web")
+    holder = "9" * 32
+    events = [
+        submitted(ev),
+        ev(Accepted, executor="ex-a", kind="deploy"),
+        ev(Waiting, lock="project web on localhost", holder=holder),
+    ]
+    out = io.StringIO()
+    lines = LineRenderer(out)
+    for e in events:
+        p.apply(e)
+        live.update(p, e)
+        lines.update(p, e)
+    assert p.phase == "waiting"
+    expected = f"waiting for project web on localhost (held by {holder})"
+    assert f"[deploy web] {expected}\n" in out.getvalue()
+    assert f"⏸ {expected}" in rendered(live, now=1010.0)
+    for e in [ev(PlaybookStarted, playbook="/p/deploy_service.yml", play="Deploy service"),
+              ev(TaskStarted, task="Fetch repository", play="Deploy service")]:  # fmt: skip
+        p.apply(e)
+    assert p.phase == "running" and p.waiting is None
+    assert "⏸" not in rendered(live, now=1011.0)

@@ -171,7 +171,10 @@ def check_repo(repo: str, *, allow_file: bool) -> None:
         if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
             raise RuleError(f"repo: {_shown(repo)} is not file:///absolute/path")
         return
-    raise RuleError(f"repo: scheme {scheme or '(none)'!r} is not allowed (https, ssh, owner/name)")
+    allowed = "https://, ssh://, git@host:path, owner/name"
+    if allow_file:
+        allowed += ", file:///path"
+    raise RuleError(f"repo: scheme {scheme or '(none)'!r} is not allowed; use {allowed}")
 
 
 def repo_clone_url(repo: str) -> str:

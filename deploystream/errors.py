@@ -3,6 +3,7 @@
 DeploystreamError
 ├── InfrastructureError      Redis (or another service) unreachable -> exit 3
 ├── BadInputError            operator input rejected before anything is sent -> exit 2
+│   └── FieldError           ... in one named field of a job (the CLI names its option)
 ├── KeyMaterialError         missing / unreadable / wrong keys
 └── StreamGapError           a reader saw a hole in ``seq``
 """
@@ -20,6 +21,15 @@ class InfrastructureError(DeploystreamError):
 
 class BadInputError(DeploystreamError):
     """Input rejected before anything was submitted."""
+
+
+class FieldError(BadInputError):
+    """One field of a job is not allowed; ``field`` is its path (``target.host``)."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(f"{field}: {detail}")
+        self.field = field
+        self.detail = detail
 
 
 class KeyMaterialError(DeploystreamError):

@@ -15,11 +15,13 @@ request*: it appends a new ``submitted`` event (a new generation) and the job en
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
 
+import msgspec
 import structlog
 from redis.asyncio import Redis
 
@@ -51,21 +53,55 @@ _READ_COUNT = 1000
 
 # KEYS: [idempotency key,] events key, job stream.
 # ARGV: request id, idempotency ttl, submitted event, job payload, sig, kid, jobs maxlen,
-#       events ttl, has-idempotency-key flag. Returns the request id that owns the job.
+#       events ttl, has-idempotency-key flag, digest of the job's parameters.
+# The key holds "<request id> <digest>". Returns {request id that owns the key, 1}, or
+# {that request id, 0} when the key was used with other parameters (nothing written).
+# A key stored without a digest (before digests existed) matches any parameters.
 _SUBMIT = """
 local i = 0
 if ARGV[9] == '1' then
   local existing = redis.call('GET', KEYS[1])
-  if existing then return existing end
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  if existing then
+    local space = string.find(existing, ' ', 1, true)
+    if not space then return {existing, 1} end
+    local owner = string.sub(existing, 1, space - 1)
+    if string.sub(existing, space + 1) ~= ARGV[10] then return {owner, 0} end
+    return {owner, 1}
+  end
+  redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[10], 'EX', ARGV[2])
   i = 1
 end
 redis.call('XADD', KEYS[i + 1], '*', 'type', 'submitted', 'seq', 0, 'data', ARGV[3])
 redis.call('EXPIRE', KEYS[i + 1], ARGV[8])
 redis.call('XADD', KEYS[i + 2], 'MAXLEN', '~', ARGV[7], '*',
            'job', ARGV[4], 'sig', ARGV[5], 'kid', ARGV[6])
-return ARGV[1]
+return {ARGV[1], 1}
 """
+
+# A request id given by a prefix needs at least this many characters (what the CLI prints).
+MIN_PREFIX = 8
+_CANDIDATES_SHOWN = 10
+
+
+class IdempotencyConflictError(BadInputError):
+    """An idempotency key already names a request with other parameters."""
+
+
+def parameters_digest(job: Job) -> str:
+    """What makes two submissions "the same request": every job field except its
+    identity and time (request id, submitted_at) and the sealed values, which differ
+    on every sealing (secrets count by name, the GitHub token by presence)."""
+    fields = msgspec.structs.asdict(job)
+    for name in ("request_id", "submitted_at"):
+        fields.pop(name, None)
+    fields["secrets"] = sorted(job.secrets)
+    if "github_token" in fields:
+        fields["github_token"] = fields["github_token"] is not None
+    fields["kind"] = job_kind(job)
+    return hashlib.sha256(_canonical.encode(fields)).hexdigest()
+
+
+_canonical = msgspec.json.Encoder(order="sorted")
 
 
 # KEYS[1] events key. ARGV[1] the cancel_requested entry's data.
@@ -206,10 +242,17 @@ class StreamClient:
             cfg.retention.jobs_maxlen,
             ttl,
             "1",
+            parameters_digest(job),
         ]
         # EVALSHA after the first call (redis-py's Script falls back on NOSCRIPT).
-        owner = await redis_call(lambda: self._submit_script(keys=keys, args=args))
+        owner, same = await redis_call(lambda: self._submit_script(keys=keys, args=args))
         request_id = owner.decode() if isinstance(owner, bytes) else str(owner)
+        if not int(same):
+            raise IdempotencyConflictError(
+                f"idempotency key {job.idempotency_key!r} already names request "
+                f"{request_id} with other parameters; nothing submitted (use a new key "
+                "for new parameters)"
+            )
         log.info(
             "job.submitted",
             request_id=request_id,
@@ -220,6 +263,31 @@ class StreamClient:
 
     async def exists(self, request_id: str) -> bool:
         return bool(await self.redis.exists(self.config.events_key(request_id)))
+
+    async def resolve(self, given: str) -> str:
+        """The request id ``given`` names: itself, or the one request it is a prefix of
+        (at least :data:`MIN_PREFIX` characters). BadInputError when none or several."""
+        if await self.exists(given):
+            return given
+        if len(given) < MIN_PREFIX:
+            raise BadInputError(
+                f"no request {given} (unknown or expired; a prefix needs at least "
+                f"{MIN_PREFIX} characters)"
+            )
+        pattern = self.config.events_key(given + "*")
+        head, _, tail = pattern.partition(given + "*")
+        found: list[str] = []
+        async for key in self.redis.scan_iter(match=pattern, count=1000):
+            name = key.decode() if isinstance(key, bytes) else str(key)
+            found.append(name[len(head) : len(name) - len(tail)])
+        if not found:
+            raise BadInputError(f"no request {given} (unknown or expired)")
+        if len(found) > 1:
+            shown = ", ".join(sorted(found)[:_CANDIDATES_SHOWN])
+            extra = len(found) - _CANDIDATES_SHOWN
+            more = f" and {extra} more" if extra > 0 else ""
+            raise BadInputError(f"{given} is the start of {len(found)} requests: {shown}{more}")
+        return found[0]
 
     async def events(self, request_id: str, after: str = "0") -> AsyncIterator[tuple[str, Event]]:
         """Replay from ``after`` then follow live until the terminal result.
@@ -278,7 +346,10 @@ class StreamClient:
         entries = await self.redis.xrange(self.config.events_key(request_id), count=1)
         if not entries:
             return None
-        event = decode_event(entries[0][1].get(b"data", b""))
+        try:
+            event = decode_event(entries[0][1].get(b"data", b""))
+        except DecodeError:
+            return None
         return event if isinstance(event, Submitted) else None
 
     async def last_result(self, request_id: str) -> Result | None:

@@ -6,6 +6,7 @@ secret can reach Redis by any later path.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import msgspec
 
 from contracts import DeployJob, ProvisionJob, RuleError, Target, check_job
-from deploystream.errors import BadInputError
+from deploystream.errors import FieldError
 from deploystream.keys import OrchestratorKeys
 
 
@@ -21,11 +22,59 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
+# What each field allows, in words (the schema's patterns, for people).
+ALLOWED: dict[str, str] = {
+    "project_name": "1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+    "repo": "a git URL of at most 2048 characters",
+    "ref": "a branch, tag or commit: up to 200 letters, digits, '.', '_', '/' or '-', "
+    "starting with a letter or digit",
+    "target.host": "a host name or an IP address",
+    "target.user": "a user name: lower-case letters, digits, '_' or '-' (up to 32)",
+    "target.port": "a port from 1 to 65535",
+    "service_port": "a port from 1 to 65535",
+    "playbook": "a playbook name: 1 to 64 letters, digits, '_' or '-'",
+    "idempotency_key": "at most 200 characters",
+    "timeout_s": "1 to 86400 seconds",
+    "server_handle": "1 to 200 characters",
+    "health_path": "a path starting with '/': letters, digits, '.', '_', '/' or '-'",
+    "request_id": "up to 128 letters, digits, '_', '.' or '-'",
+}
+_AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
+
+
+def _field_error(
+    exc: msgspec.ValidationError, fields: dict[str, Any], prefix: str = ""
+) -> FieldError:
+    """A schema error as the field it is about, its value and what is allowed, in words."""
+    message = str(exc)
+    found = _AT_PATH.search(message)
+    inner = found.group(1) if found else ""
+    value: Any = fields
+    for part in inner.split(".") if inner else ():
+        value = value.get(part) if isinstance(value, dict) else None
+    path = prefix + inner
+    allowed = ALLOWED.get(path)
+    if allowed is None or value is None or isinstance(value, dict | list):
+        return FieldError(path or "job", message[: found.start()] if found else message)
+    return FieldError(path, f"{_shown(value)} is not allowed; use {allowed}")
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    text = str(value)
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"… ({len(text)} chars)"
+
+
+def _rule_error(exc: RuleError) -> FieldError:
+    field, sep, detail = str(exc).partition(": ")
+    return FieldError(field, detail) if sep else FieldError("job", str(exc))
+
+
 def _target(host: str, port: int = 22, user: str | None = None) -> Target:
+    fields = {"host": host, "port": port, "user": user}
     try:
-        return msgspec.convert({"host": host, "port": port, "user": user}, Target)
+        return msgspec.convert(fields, Target)
     except msgspec.ValidationError as exc:
-        raise BadInputError(f"invalid target host {host!r}: {exc}") from exc
+        raise _field_error(exc, fields, "target.") from exc
 
 
 def _finish(job_type: type[Any], fields: dict[str, Any]) -> Any:
@@ -33,9 +82,9 @@ def _finish(job_type: type[Any], fields: dict[str, Any]) -> Any:
         job = msgspec.convert(fields, job_type)
         check_job(job)
     except msgspec.ValidationError as exc:
-        raise BadInputError(f"invalid job: {exc}") from exc
+        raise _field_error(exc, fields) from exc
     except RuleError as exc:
-        raise BadInputError(str(exc)) from exc
+        raise _rule_error(exc) from exc
     return job
 
 

@@ -105,6 +105,27 @@ def step(name: str, status: StepStatus, detail: str = "") -> StepOutcome:
     return {"name": name, "status": status, "detail": detail}
 
 
+def prepared_request(job: DeployJob, *, github_repo: str | None = None) -> DeployState:
+    """The graph input for a job built (signed, sealed) already, as ``retry`` has it:
+    ``prepare`` finds the job and keeps it; submit, follow and post-deploy run as
+    for any deploy. The inputs are the job's own, for post-deploy to read."""
+    return {
+        "project": {"id": job.project_id, "name": job.project_name},
+        "repo": job.repo,
+        "ref": job.ref,
+        "host": job.target.host,
+        "ssh_port": job.target.port,
+        "ssh_user": job.target.user,
+        "service_port": job.service_port,
+        "modules": list(job.modules),
+        "playbook": job.playbook,
+        "timeout_s": job.timeout_s,
+        "github_repo": github_repo,
+        "request_id": job.request_id,
+        "job": msgspec.to_builtins(job),
+    }
+
+
 def job_of(state: DeployState) -> DeployJob:
     return msgspec.convert(state["job"], DeployJob)
 

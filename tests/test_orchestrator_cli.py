@@ -179,9 +179,9 @@ def test_deploy_cli_missing_inputs_exit_2(
 ) -> None:
     env = {"DEPLOYSTREAM_CHECKPOINT_DB": str(tmp_path / "cp.sqlite")}
     for args, words in (
-        (["--repo", "https://x.org/a.git", "--service-port", "8000"], "project name"),
-        (["--project", "p", "--service-port", "8000"], "repository"),
-        (["--project", "p", "--repo", "https://x.org/a.git"], "service port"),
+        (["--repo", "https://x.org/a.git", "--service-port", "8000"], "--project"),
+        (["--project", "p", "--service-port", "8000"], "--repo"),
+        (["--project", "p", "--repo", "https://x.org/a.git"], "--service-port"),
     ):
         out = deployctl("deploy", *args, redis_url=redis_url, keys_dir=keys_dir, **env)
         assert out.returncode == 2, (args, out.stdout, out.stderr)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import click
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from contracts import StreamsConfig
-from deploystream.errors import InfrastructureError
+from deploystream.errors import BadInputError, InfrastructureError
 from deploystream.keys import ExecutorKeys, OrchestratorKeys, ensure_local_keys
 from deploystream.redis_conn import TRANSIENT, TlsOptions, connect, redact_url
 
@@ -47,12 +48,17 @@ class App:
 
         require_layout(self.redis_url, self.config)  # cluster URL: one hash slot or refuse
         # TLS files come from the environment (DEPLOYSTREAM_REDIS_CA, ...): redis_conn.
-        client = connect(self.redis_url, tls=TlsOptions.from_env())
+        where = redact_url(self.redis_url)
+        try:
+            client = connect(self.redis_url, tls=TlsOptions.from_env())
+        except ValueError as exc:  # a URL the client cannot parse (from streams.toml)
+            raise BadInputError(f"--redis-url/REDIS_URL: {where} is not usable: {exc}") from exc
         try:
             await client.ping()  # type: ignore[misc]
         except TRANSIENT as exc:
             await client.aclose()
-            raise InfrastructureError(
-                f"cannot reach Redis at {redact_url(self.redis_url)}: {exc}"
-            ) from exc
+            raise InfrastructureError(f"cannot reach Redis at {where}: {exc}") from exc
+        except ResponseError as exc:  # e.g. SELECT of a database the server does not have
+            await client.aclose()
+            raise BadInputError(f"--redis-url/REDIS_URL: Redis at {where} says: {exc}") from exc
         return client

@@ -87,19 +87,17 @@ def _stop(procs: dict[str, subprocess.Popen[bytes]]) -> None:
             proc.wait(5)
 
 
-def summary_table(results: dict[str, Result], labels: dict[str, str]) -> Table:
+async def _reachable(app: App) -> None:
+    await (await app.redis()).aclose()
+
+
+def summary_table(
+    results: dict[str, Result], labels: dict[str, str], *, urls: bool = True
+) -> Table:
+    """One row per request; the URL column only while the services still run."""
     table = Table(title="deploystream demo")
-    for col in (
-        "request",
-        "job",
-        "executor",
-        "status",
-        "duration",
-        "ok",
-        "changed",
-        "failed",
-        "URL",
-    ):
+    columns = ["request", "job", "executor", "status", "duration", "ok", "changed", "failed"]
+    for col in [*columns, "URL"] if urls else columns:
         table.add_column(col)
     for rid, r in results.items():
         ok = sum(s.ok for s in r.stats.values())
@@ -114,7 +112,7 @@ def summary_table(results: dict[str, Result], labels: dict[str, str]) -> Table:
             str(ok),
             str(changed),
             str(failed),
-            r.deployed_url or "",
+            *([r.deployed_url or ""] if urls else []),
         )
     return table
 
@@ -154,6 +152,8 @@ def demo(app: App, n_executors: int, keep: bool, demo_redis_url: str | None) -> 
     try:
         if demo_redis_url:
             url = demo_redis_url
+            demo_app = App(config=with_overrides(app.config, redis_url=url), keys_dir=base)
+            anyio.run(_reachable, demo_app)  # a bad URL fails here, before any executor
         else:
             server = EmbeddedRedis(directory=base / "redis")
             (base / "redis").mkdir()
@@ -236,16 +236,22 @@ def demo(app: App, n_executors: int, keep: bool, demo_redis_url: str | None) -> 
         notes: list[str] = []
         results = anyio.run(run_all)
         console.print()
-        console.print(summary_table(results, labels))
+        console.print(summary_table(results, labels, urls=keep))
         for note in notes:
             console.print(f"  {note}", highlight=False)
-        for r in results.values():
-            if r.deployed_url:
-                console.print(f"  service up at [link={r.deployed_url}]{r.deployed_url}[/link]")
         ok = len(results) == 3 and all(r.ok for r in results.values())
         if keep:
+            for r in results.values():
+                if r.deployed_url:
+                    console.print(f"  service up at [link={r.deployed_url}]{r.deployed_url}[/link]")
             console.print(
                 f"\n--keep: Redis {url}, executors and services left running; files in {base}"
+            )
+        else:
+            # Everything stops on the way out: no URL that would answer nothing.
+            console.print(
+                "\nstopping the services, executors and Redis of the demo "
+                "(--keep leaves them running)"
             )
         return EXIT_OK if ok else EXIT_JOB_FAILED
     finally:

@@ -73,6 +73,7 @@ from deploystream.cli.app import App
     default=True,
     envvar="DEPLOYSTREAM_ALLOW_FILE_REPOS",
     show_envvar=True,
+    help="Accept file:// repositories (local paths on the executor's host).",
 )
 @click.option(
     "--shutdown-grace",

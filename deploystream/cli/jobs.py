@@ -1,4 +1,10 @@
-"""Job commands: deploy, provision, tail, cancel, retry."""
+"""Job commands: deploy, provision, tail, cancel, retry.
+
+Input is validated before anything is imported or connected for the work (a bad
+``--project`` is rejected in well under a second, naming the option); only then
+does a command connect to Redis, and only ``deploy`` (and ``retry`` of a deploy)
+imports the graph.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +15,14 @@ from typing import Any
 import anyio
 import click
 
-from contracts import Job, Result
-from deploystream.cli.app import EXIT_BAD_INPUT, EXIT_JOB_FAILED, EXIT_OK, App
+from contracts import DeployJob, Job, Result
+from deploystream.cli.app import EXIT_JOB_FAILED, EXIT_OK, App
 from deploystream.cli.follow import Display, follow, print_json
-from deploystream.cli.params import HTTP_URL, KEY_VALUE, SECRET_VALUE, pairs
-from deploystream.errors import BadInputError
+from deploystream.cli.interrupt import CANCEL_ON_INTERRUPT_OPT, follow_interruptibly
+from deploystream.cli.params import HTTP_URL, KEY_VALUE, REQUEST_ID, SECRET_VALUE, pairs
+from deploystream.cli.validate import named, require
+from deploystream.errors import BadInputError, FieldError
+from deploystream.keys import OrchestratorKeys
 from orchestrator.client import StreamClient
 from orchestrator.job_builder import as_retry, build_deploy_job, build_provision_job
 
@@ -22,9 +31,9 @@ def run(fn: Callable[[], Awaitable[int]]) -> int:
     return anyio.run(fn)
 
 
-async def _client(app: App, *, sign: bool) -> StreamClient:
-    keys = app.orchestrator_keys() if sign else None
-    return StreamClient(await app.redis(), app.config, keys)
+async def _client(app: App) -> StreamClient:
+    """A client that reads (tail, cancel): no signing key needed."""
+    return StreamClient(await app.redis(), app.config)
 
 
 async def check_playbook(client: StreamClient, playbook: str) -> None:
@@ -37,7 +46,8 @@ async def check_playbook(client: StreamClient, playbook: str) -> None:
             offered.update(names.decode().split(","))
     if offered and playbook not in offered:
         raise BadInputError(
-            f"unknown playbook {playbook!r}; executors offer: {', '.join(sorted(offered))}"
+            f"--playbook: unknown playbook {playbook!r}; executors offer: "
+            f"{', '.join(sorted(offered))}"
         )
 
 
@@ -45,21 +55,41 @@ def exit_code(results: dict[str, Result]) -> int:
     return EXIT_OK if results and all(r.ok for r in results.values()) else EXIT_JOB_FAILED
 
 
-async def submit_and_follow(client: StreamClient, job: Job, *, detach: bool, json: bool) -> int:
+async def submit_and_follow(
+    client: StreamClient, job: Job, *, detach: bool, json: bool, cancel_on_interrupt: bool = False
+) -> int:
     await check_playbook(client, job.playbook)
-    request_id = await client.submit(job)
     if detach:
+        request_id = await client.submit(job)
         if json:
             print_json({"type": "submitted", "request_id": request_id})
         else:
             click.echo(request_id)
         return EXIT_OK
-    results = await follow(client, Display(json=json), [request_id])
-    return exit_code(results)
+    request_id = await client.submit(job)  # with an idempotency key, maybe an earlier one
+
+    async def work() -> int:
+        return exit_code(await follow(client, Display(json=json), [request_id]))
+
+    return await follow_interruptibly(
+        client, lambda: request_id, work, cancel_on_interrupt=cancel_on_interrupt
+    )
 
 
-JSON_OPT = click.option("--json", "json_out", is_flag=True, help="NDJSON events on stdout.")
-DETACH_OPT = click.option("--detach", is_flag=True, help="Print the request id and return.")
+def build_job(build: Callable[..., Any], keys: OrchestratorKeys, **fields: Any) -> Any:
+    """Build (and so validate) a job; a bad field is reported as its option."""
+    try:
+        return build(keys, **fields)
+    except FieldError as exc:
+        raise named(exc) from exc
+
+
+JSON_OPT = click.option(
+    "--json", "json_out", is_flag=True, help="One JSON object per line on stdout (NDJSON)."
+)
+DETACH_OPT = click.option(
+    "--detach", is_flag=True, help="Submit, print the request id and return (no following)."
+)
 TIMEOUT_OPT = click.option(
     "--timeout",
     "timeout_s",
@@ -74,8 +104,63 @@ EXTRA_VAR_OPT = click.option(
     "extra_vars",
     type=KEY_VALUE,
     multiple=True,
-    help="Extra variable K=V (not secret; no ansible_* names).",
+    help="Extra variable K=V (not secret; no ansible_* names). Repeatable.",
 )
+# Post-deploy integrations: ``deploy`` and ``retry`` of a deploy take the same ones.
+POST_DEPLOY_OPTS = (
+    click.option(
+        "--api-url",
+        type=HTTP_URL,
+        envvar="DEPLOYSTREAM_API_URL",
+        show_envvar=True,
+        help="Platform API for post-deploy steps (and --project-id look-ups).",
+    ),
+    click.option(
+        "--github-repo",
+        envvar="DEPLOYSTREAM_GITHUB_REPO",
+        show_envvar=True,
+        help="owner/name whose Actions secrets to set.",
+    ),
+    click.option(
+        "--github-api-url",
+        type=HTTP_URL,
+        envvar="GITHUB_API_URL",
+        show_envvar=True,
+        help="GitHub API (GitHub Enterprise) [default: https://api.github.com].",
+    ),
+    click.option(
+        "--github-token",
+        envvar="GITHUB_TOKEN",
+        show_envvar=True,
+        help="Token for cloning and CI secrets (sealed on the wire).",
+    ),
+    click.option(
+        "--github-app-id",
+        envvar="GITHUB_APP_ID",
+        show_envvar=True,
+        help="GitHub App id (instead of --github-token; needs --github-app-key).",
+    ),
+    click.option(
+        "--github-app-key",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        envvar="GITHUB_APP_KEY",
+        show_envvar=True,
+        help="PEM private key of the GitHub App.",
+    ),
+    click.option(
+        "--checkpoint-db",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="DEPLOYSTREAM_CHECKPOINT_DB",
+        show_envvar=True,
+        help="SQLite checkpoint file of the deploy graph.",
+    ),
+)
+
+
+def post_deploy_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(POST_DEPLOY_OPTS):
+        fn = option(fn)
+    return fn
 
 
 @click.command()
@@ -90,10 +175,20 @@ EXTRA_VAR_OPT = click.option(
     "--repo",
     envvar="DEPLOYSTREAM_REPO",
     show_envvar=True,
-    help="Git URL (https, ssh, file://) or owner/name.",
+    help="Git URL (https, ssh, file:// where executors allow it) or owner/name.",
 )
-@click.option("--project-id", envvar="DEPLOYSTREAM_PROJECT_ID", show_envvar=True)
-@click.option("--ref", envvar="DEPLOYSTREAM_REF", show_envvar=True, help="[default: main]")
+@click.option(
+    "--project-id",
+    envvar="DEPLOYSTREAM_PROJECT_ID",
+    show_envvar=True,
+    help="Platform project id: with --api-url, missing inputs come from the platform API.",
+)
+@click.option(
+    "--ref",
+    envvar="DEPLOYSTREAM_REF",
+    show_envvar=True,
+    help="Branch, tag or commit to deploy. [default: main]",
+)
 @click.option(
     "--host",
     envvar="DEPLOYSTREAM_HOST",
@@ -107,109 +202,125 @@ EXTRA_VAR_OPT = click.option(
     show_envvar=True,
     help="Port the service listens on (health-checked).",
 )
-@click.option("--env", "env", type=KEY_VALUE, multiple=True, help="Service env K=V (plain).")
+@click.option(
+    "--env", "env", type=KEY_VALUE, multiple=True, help="Service env K=V (plain). Repeatable."
+)
 @click.option(
     "--secret",
     "secrets",
     type=SECRET_VALUE,
     multiple=True,
     help="Secret K=V, or NAME to read it from the environment variable NAME "
-    "(keeps it out of argv); sealed before it leaves this process.",
+    "(keeps it out of argv); sealed before it leaves this process. Repeatable.",
 )
 @EXTRA_VAR_OPT
 @click.option(
-    "--playbook", default="deploy_service", envvar="DEPLOYSTREAM_PLAYBOOK", show_envvar=True
+    "--playbook",
+    default="deploy_service",
+    envvar="DEPLOYSTREAM_PLAYBOOK",
+    show_envvar=True,
+    help="Playbook name (NAME.yml in the executors' project dir).",
 )
 @TIMEOUT_OPT
-@click.option("--idempotency-key", envvar="DEPLOYSTREAM_IDEMPOTENCY_KEY", show_envvar=True)
+@click.option(
+    "--idempotency-key",
+    envvar="DEPLOYSTREAM_IDEMPOTENCY_KEY",
+    show_envvar=True,
+    help="Same key and same parameters: the same request; other parameters: refused.",
+)
 @DETACH_OPT
 @JSON_OPT
-@click.option(
-    "--api-url",
-    type=HTTP_URL,
-    envvar="DEPLOYSTREAM_API_URL",
-    show_envvar=True,
-    help="Platform API for post-deploy steps.",
-)
-@click.option(
-    "--github-repo",
-    envvar="DEPLOYSTREAM_GITHUB_REPO",
-    show_envvar=True,
-    help="owner/name whose Actions secrets to set.",
-)
-@click.option("--github-api-url", type=HTTP_URL, envvar="GITHUB_API_URL", show_envvar=True)
-@click.option(
-    "--github-token",
-    envvar="GITHUB_TOKEN",
-    show_envvar=True,
-    help="Token for cloning and CI secrets (sealed on the wire).",
-)
-@click.option("--github-app-id", envvar="GITHUB_APP_ID", show_envvar=True)
-@click.option(
-    "--github-app-key",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    envvar="GITHUB_APP_KEY",
-    show_envvar=True,
-)
-@click.option(
-    "--checkpoint-db",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar="DEPLOYSTREAM_CHECKPOINT_DB",
-    show_envvar=True,
-    help="SQLite checkpoint file of the deploy graph.",
-)
+@CANCEL_ON_INTERRUPT_OPT
+@post_deploy_options
 @click.pass_obj
 def deploy(app: App, /, **opts: Any) -> int:
     """Deploy a service through the DevOps graph, follow it live, then run post-deploy.
 
     Post-deploy (deployment record, GitHub Actions secrets, project status) runs
     only when following; --detach just submits the job and prints its request id.
+    Ctrl-C stops following (the deploy goes on); a second Ctrl-C within a few
+    seconds, or --cancel-on-interrupt, cancels it.
     """
-    from deploystream.cli.deploy_graph import deploy_with_graph
+    # Without a platform API look-up (--project-id with --api-url) these are needed.
+    lookup = bool(opts["project_id"] and opts["api_url"] and not opts["detach"])
+    if not lookup:
+        given = {
+            "--project": opts["project_name"],
+            "--repo": opts["repo"],
+            "--service-port": opts["service_port"],
+        }
+        require(
+            given,
+            {"--project": "the service name", "--repo": "its git URL", "--service-port": "N"},
+            "" if opts["detach"] else " (or --project-id with --api-url to look them up)",
+        )
+    keys = app.orchestrator_keys()
+    job: DeployJob = build_job(
+        build_deploy_job,
+        keys,
+        # Placeholders stand in for what the platform API will fill; all else is checked.
+        project_name=opts["project_name"] or "placeholder",
+        repo=opts["repo"] or "owner/placeholder",
+        ref=opts["ref"] or "main",
+        host=opts["host"] or "localhost",
+        service_port=opts["service_port"] or 8000,
+        project_id=opts["project_id"],
+        env=pairs(opts["env"]),
+        secrets=pairs(opts["secrets"]),
+        extra_vars=pairs(opts["extra_vars"]),
+        playbook=opts["playbook"],
+        timeout_s=opts["timeout_s"],
+        idempotency_key=opts["idempotency_key"],
+        github_token=opts["github_token"],
+    )
 
     async def main() -> int:
-        keys = app.orchestrator_keys()
         client = StreamClient(await app.redis(), app.config, keys)
-        await check_playbook(client, opts["playbook"])
         if opts["detach"]:
-            missing = [f for f in ("project_name", "repo", "service_port") if not opts[f]]
-            if missing:
-                raise BadInputError(f"--detach needs {', '.join(missing)} (no API lookup)")
-            job = build_deploy_job(
-                keys,
-                project_name=opts["project_name"],
-                repo=opts["repo"],
-                ref=opts["ref"] or "main",
-                host=opts["host"] or "localhost",
-                service_port=opts["service_port"],
-                project_id=opts["project_id"],
-                env=pairs(opts["env"]),
-                secrets=pairs(opts["secrets"]),
-                extra_vars=pairs(opts["extra_vars"]),
-                playbook=opts["playbook"],
-                timeout_s=opts["timeout_s"],
-                idempotency_key=opts["idempotency_key"],
-                github_token=opts["github_token"],
-            )
             return await submit_and_follow(client, job, detach=True, json=opts["json_out"])
+        await check_playbook(client, opts["playbook"])
+        # The graph (langgraph) is imported only now, after every check has passed.
+        from deploystream.cli.deploy_graph import deploy_with_graph
+
         return await deploy_with_graph(client, keys, opts)
 
     return run(main)
 
 
 @click.command()
-@click.option("--server", "server_handle", required=True, help="Server handle (name/id).")
-@click.option("--host", default="localhost", envvar="DEPLOYSTREAM_HOST", show_envvar=True)
+@click.option(
+    "--server",
+    "server_handle",
+    envvar="DEPLOYSTREAM_SERVER",
+    show_envvar=True,
+    help="Server handle (name/id) to provision.",
+)
+@click.option(
+    "--host",
+    default="localhost",
+    envvar="DEPLOYSTREAM_HOST",
+    show_envvar=True,
+    help="Target host; localhost uses Ansible's local connection.",
+)
 @EXTRA_VAR_OPT
-@click.option("--playbook", default="provision_server")
+@click.option(
+    "--playbook",
+    default="provision_server",
+    envvar="DEPLOYSTREAM_PROVISION_PLAYBOOK",
+    show_envvar=True,
+    help="Playbook name (NAME.yml in the executors' project dir).",
+)
 @TIMEOUT_OPT
-@click.option("--force-reinstall", is_flag=True)
+@click.option(
+    "--force-reinstall", is_flag=True, help="Reinstall packages even when they are present."
+)
 @DETACH_OPT
 @JSON_OPT
+@CANCEL_ON_INTERRUPT_OPT
 @click.pass_obj
 def provision(
     app: App,
-    server_handle: str,
+    server_handle: str | None,
     host: str,
     extra_vars: tuple[tuple[str, str], ...],
     playbook: str,
@@ -217,87 +328,120 @@ def provision(
     force_reinstall: bool,
     detach: bool,
     json_out: bool,
+    cancel_on_interrupt: bool,
 ) -> int:
-    """Provision a server and follow it live."""
+    """Provision a server and follow it live (Ctrl-C: as for deploy)."""
+    require({"--server": server_handle}, {"--server": "the server handle"})
+    keys = app.orchestrator_keys()
+    job = build_job(
+        build_provision_job,
+        keys,
+        server_handle=server_handle,
+        host=host,
+        extra_vars=pairs(extra_vars),
+        playbook=playbook,
+        timeout_s=timeout_s,
+        force_reinstall=force_reinstall,
+    )
 
     async def main() -> int:
-        keys = app.orchestrator_keys()
-        job = build_provision_job(
-            keys,
-            server_handle=server_handle,
-            host=host,
-            extra_vars=pairs(extra_vars),
-            playbook=playbook,
-            timeout_s=timeout_s,
-            force_reinstall=force_reinstall,
-        )
         client = StreamClient(await app.redis(), app.config, keys)
-        return await submit_and_follow(client, job, detach=detach, json=json_out)
+        return await submit_and_follow(
+            client, job, detach=detach, json=json_out, cancel_on_interrupt=cancel_on_interrupt
+        )
 
     return run(main)
 
 
 @click.command()
-@click.argument("request_id")
+@click.argument("request_id", type=REQUEST_ID)
 @JSON_OPT
 @click.pass_obj
 def tail(app: App, request_id: str, json_out: bool) -> int:
-    """Replay a request's events from the start, then follow live to its result."""
+    """Replay a request's events from the start, then follow live to its result.
+
+    REQUEST_ID may be any unique prefix of at least 8 characters.
+    """
 
     async def main() -> int:
-        client = await _client(app, sign=False)
-        if not await client.exists(request_id):
-            click.echo(f"error: no events for request {request_id} (unknown or expired)", err=True)
-            return EXIT_BAD_INPUT
-        return exit_code(await follow(client, Display(json=json_out), [request_id]))
+        client = await _client(app)
+        rid = await client.resolve(request_id)
+        return exit_code(await follow(client, Display(json=json_out), [rid]))
 
     return run(main)
 
 
 @click.command()
-@click.argument("request_id")
-@click.option("--reason", default="", help="Why (shown to whoever tails it).")
+@click.argument("request_id", type=REQUEST_ID)
+@click.option(
+    "--reason",
+    default="",
+    envvar="DEPLOYSTREAM_CANCEL_REASON",
+    show_envvar=True,
+    help="Why (shown to whoever tails the request).",
+)
 @click.pass_obj
 def cancel(app: App, request_id: str, reason: str) -> int:
-    """Cancel a queued or running request (its whole process tree is stopped)."""
+    """Cancel a queued or running request (its whole process tree is stopped).
+
+    REQUEST_ID may be any unique prefix of at least 8 characters.
+    """
 
     async def main() -> int:
-        client = await _client(app, sign=False)
-        if not await client.exists(request_id):
-            click.echo(f"error: no request {request_id} (unknown or expired)", err=True)
-            return EXIT_BAD_INPUT
-        if await client.cancel(request_id, reason):
-            click.echo(f"cancel requested for {request_id}")
+        client = await _client(app)
+        rid = await client.resolve(request_id)
+        if await client.cancel(rid, reason):
+            click.echo(f"cancel requested for {rid}")
             return EXIT_OK
-        result = await client.last_result(request_id)
+        result = await client.last_result(rid)
         status = result.status if result else "finished"
-        click.echo(f"request {request_id} already finished ({status}); nothing to cancel")
+        click.echo(f"request {rid} already finished ({status}); nothing to cancel")
         return EXIT_OK
 
     return run(main)
 
 
 @click.command()
-@click.argument("request_id")
+@click.argument("request_id", type=REQUEST_ID)
 @click.option("--failed-hosts", is_flag=True, help="Rerun only hosts that failed.")
 @DETACH_OPT
 @JSON_OPT
+@CANCEL_ON_INTERRUPT_OPT
+@post_deploy_options
 @click.pass_obj
-def retry(app: App, request_id: str, failed_hosts: bool, detach: bool, json_out: bool) -> int:
-    """Replay a request's original job as a new request linked by retry_of."""
+def retry(app: App, /, request_id: str, **opts: Any) -> int:
+    """Replay a request's original job as a new request linked by retry_of.
+
+    A deploy is retried through the same graph as `deploy` (followed live, then
+    post-deploy: record, CI secrets, project status), with the same post-deploy
+    options. REQUEST_ID may be any unique prefix of at least 8 characters.
+    """
 
     async def main() -> int:
-        client = await _client(app, sign=True)
-        original = await client.original_job(request_id)
+        keys = app.orchestrator_keys()
+        client = StreamClient(await app.redis(), app.config, keys)
+        rid = await client.resolve(request_id)
+        original = await client.original_job(rid)
         limit: list[str] | None = None
-        if failed_hosts:
-            result = await client.last_result(request_id)
+        if opts["failed_hosts"]:
+            result = await client.last_result(rid)
             if result is None or not result.failed_hosts:
-                raise BadInputError(f"request {request_id} has no failed hosts to retry")
+                raise BadInputError(f"request {rid} has no failed hosts to retry")
             limit = result.failed_hosts
         job = as_retry(original, limit=limit)
-        if not json_out:
-            click.echo(f"retrying {request_id} as {job.request_id}", err=True)
-        return await submit_and_follow(client, job, detach=detach, json=json_out)
+        if not opts["json_out"]:
+            click.echo(f"retrying {rid} as {job.request_id}", err=True)
+        if isinstance(job, DeployJob) and not opts["detach"]:
+            await check_playbook(client, job.playbook)
+            from deploystream.cli.deploy_graph import retry_with_graph
+
+            return await retry_with_graph(client, keys, job, opts)
+        return await submit_and_follow(
+            client,
+            job,
+            detach=opts["detach"],
+            json=opts["json_out"],
+            cancel_on_interrupt=opts["cancel_on_interrupt"],
+        )
 
     return run(main)

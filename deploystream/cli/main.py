@@ -6,16 +6,18 @@ Exit codes: 0 success; 1 the job failed, timed out or was cancelled; 2 bad input
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import click
-from redis.exceptions import NoPermissionError
+from redis.exceptions import NoPermissionError, ResponseError
 
 from contracts import ConfigError, load_config, with_overrides
 from deploystream import logs
-from deploystream.cli.app import EXIT_BAD_INPUT, EXIT_INFRA, App
-from deploystream.cli.params import REDIS_URL
+from deploystream.cli.app import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_OK, App
+from deploystream.cli.interrupt import EXIT_INTERRUPTED
+from deploystream.cli.params import REDIS_URL, one_line
 from deploystream.errors import BadInputError, InfrastructureError, KeyMaterialError
 from deploystream.keys import default_keys_dir
 from deploystream.redis_conn import TRANSIENT
@@ -24,6 +26,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 
 
 @click.group(context_settings=CONTEXT)
+@click.version_option(package_name="deploystream", prog_name="deployctl")
 @click.option(
     "--redis-url",
     type=REDIS_URL,
@@ -52,6 +55,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
     envvar="DEPLOYSTREAM_LOG_LEVEL",
     show_envvar=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Log level (default: info for executor and orchestrator, error otherwise).",
 )
 @click.pass_context
 def cli(
@@ -88,30 +92,67 @@ def _register() -> None:
 _register()
 
 
+def _leaf(exc: BaseException) -> BaseException:
+    """The one error inside (nested) exception groups of one error: task groups wrap."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _error(message: str) -> None:
+    click.echo(f"error: {one_line(message)}", err=True)
+
+
+def _quiet_stdout() -> None:
+    """After a closed pipe (``| head``): no second error when Python flushes stdout."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         rv = cli.main(args=argv, prog_name="deployctl", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        return int(exc.exit_code)
-    except click.Abort:
-        click.echo("aborted", err=True)
-        return 130
-    except (BadInputError, KeyMaterialError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        return EXIT_BAD_INPUT
-    except InfrastructureError as exc:
-        click.echo(f"error: {exc}", err=True)
-        return EXIT_INFRA
-    except TRANSIENT as exc:
-        click.echo(f"error: lost the connection to Redis: {exc}", err=True)
-        return EXIT_INFRA
-    except NoPermissionError as exc:
-        click.echo(f"error: Redis refused a command for this user (ACL): {exc}", err=True)
-        return EXIT_INFRA
+    except BaseException as raised:  # translated below, or raised again
+        return _exit_code(raised)
     return int(rv or 0)
+
+
+def _exit_code(raised: BaseException) -> int:
+    """Errors become one line on stderr and an exit code (DESIGN.md "CLI"), never a
+    traceback: 2 bad input, 3 infrastructure, 130 interrupted, 0 for a closed pipe."""
+    exc = _leaf(raised)
+    match exc:
+        case click.exceptions.Exit():
+            return int(exc.exit_code)
+        case click.UsageError():
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            _error(exc.format_message() + hint)
+            return EXIT_BAD_INPUT
+        case click.ClickException():
+            _error(exc.format_message())
+            return int(exc.exit_code)
+        case click.Abort() | KeyboardInterrupt():
+            click.echo("interrupted", err=True)
+            return EXIT_INTERRUPTED
+        case BrokenPipeError():
+            _quiet_stdout()
+            return EXIT_OK
+        case BadInputError() | KeyMaterialError():
+            _error(str(exc))
+            return EXIT_BAD_INPUT
+        case InfrastructureError():
+            _error(str(exc))
+            return EXIT_INFRA
+        case NoPermissionError():
+            _error(f"Redis refused a command for this user (ACL): {exc}")
+            return EXIT_INFRA
+        case _ if isinstance(exc, TRANSIENT):
+            _error(f"lost the connection to Redis: {exc}")
+            return EXIT_INFRA
+        case ResponseError():
+            _error(f"Redis refused a command: {exc}")
+            return EXIT_INFRA
+    raise raised
 
 
 if __name__ == "__main__":  # pragma: no cover

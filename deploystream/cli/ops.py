@@ -5,7 +5,9 @@ runs: the job streams (length, consumer group, lag, pending), each consumer (idl
 time, pending entries), the dead-letter counts, the live executors (their presence
 hashes ``deploystream.executor:<name>``, which expire when an executor dies) and
 the requests being worked on (the group's pending entries: owner, idle time,
-deliveries; an entry idle past the lease is waiting to be adopted).
+deliveries; an entry idle past the lease is waiting to be adopted), and
+``deploy.requests`` with its group ``orchestrators`` (its consumers are the
+orchestrator services).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from rich.text import Text
 
 from contracts import DecodeError, StreamsConfig, decode_job, job_kind
 from deploystream.cli.app import EXIT_OK, App
+from deploystream.cli.params import ENTRY_ID
 from orchestrator.client import StreamClient
 
 _json = msgspec.json.Encoder()
@@ -141,6 +144,22 @@ async def _executors(redis: Redis, config: StreamsConfig) -> list[dict[str, Any]
     return sorted(out, key=lambda e: str(e["name"]))
 
 
+async def _requests(redis: Redis, config: StreamsConfig) -> dict[str, Any]:
+    """``deploy.requests`` (what the platform asks) and its group: the orchestrators."""
+    stream, group = config.streams.requests, config.groups.orchestrators
+    exists = bool(await redis.exists(stream))
+    dead = config.dead_key(stream)
+    return {
+        "stream": stream,
+        "length": int(await redis.xlen(stream)) if exists else 0,
+        "group": group,
+        "group_info": await _group_info(redis, stream, group) if exists else None,
+        "consumers": await _consumers(redis, stream, group) if exists else [],
+        "dead_stream": dead,
+        "dead_letters": int(await redis.xlen(dead)),
+    }
+
+
 async def snapshot(redis: Redis, config: StreamsConfig) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data (the ``--json`` object)."""
     group = config.groups.executors
@@ -163,6 +182,7 @@ async def snapshot(redis: Redis, config: StreamsConfig) -> dict[str, Any]:
         if exists:
             running += await _pending(redis, config, stream, group)
     info = await redis.info("server")
+    requests = await _requests(redis, config)
     return {
         "ts": time.time(),
         "redis": {
@@ -171,6 +191,8 @@ async def snapshot(redis: Redis, config: StreamsConfig) -> dict[str, Any]:
         },
         "lease_ms": config.executor.lease_ms,
         "streams": streams,
+        "requests": requests,
+        "orchestrators": requests["consumers"],
         "dead_letters": sum(s["dead_letters"] for s in streams),
         "executors": await _executors(redis, config),
         "running": running,
@@ -179,14 +201,15 @@ async def snapshot(redis: Redis, config: StreamsConfig) -> dict[str, Any]:
 
 def render_status(snap: dict[str, Any]) -> RenderableType:
     parts: list[RenderableType] = []
-    t = Table(title="job streams", title_justify="left", expand=False)
-    for col in ("stream", "length", "lag", "pending", "consumers", "dead letters"):
+    t = Table(title="streams", title_justify="left", expand=False)
+    for col in ("stream", "group", "length", "lag", "pending", "consumers", "dead letters"):
         t.add_column(col)
-    for s in snap["streams"]:
+    for s in [*snap["streams"], snap["requests"]]:
         g = s["group_info"] or {}
         lag = g.get("lag")
         t.add_row(
             s["stream"],
+            s["group"],
             str(s["length"]),
             "-" if lag is None else str(lag),
             str(g.get("pending", 0)),
@@ -240,10 +263,19 @@ def render_status(snap: dict[str, Any]) -> RenderableType:
 @click.command()
 @click.option("--json", "json_out", is_flag=True, help="One JSON object (per refresh).")
 @click.option("--watch", is_flag=True, help="Refresh every --interval seconds until Ctrl-C.")
-@click.option("--interval", type=click.FloatRange(0.2), default=2.0, show_default=True)
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.2),
+    default=2.0,
+    show_default=True,
+    envvar="DEPLOYSTREAM_STATUS_INTERVAL",
+    show_envvar=True,
+    help="Seconds between refreshes with --watch.",
+)
 @click.pass_obj
 def status(app: App, json_out: bool, watch: bool, interval: float) -> int:
-    """Streams, consumer group, executors, running requests, dead letters."""
+    """Streams and their groups (executors; deploy.requests: orchestrators), executors,
+    running requests, dead letters."""
 
     async def main() -> int:
         redis = await app.redis()
@@ -326,8 +358,8 @@ def dlq_list(app: App, json_out: bool) -> int:
 
 
 @dlq.command("replay")
-@click.argument("entry_id")
-@click.option("--json", "json_out", is_flag=True)
+@click.argument("entry_id", type=ENTRY_ID)
+@click.option("--json", "json_out", is_flag=True, help="One JSON object with the new entry.")
 @click.pass_obj
 def dlq_replay(app: App, entry_id: str, json_out: bool) -> int:
     """Re-enqueue a dead letter as a new delivery of the same request.

@@ -1,4 +1,7 @@
-"""Click parameter types: ``K=V`` pairs, Redis URLs. Bad input exits 2 via click."""
+"""Click parameter types: ``K=V`` pairs, Redis URLs, request and entry ids.
+
+Bad input exits 2 via click, with the offending value cut to a readable length.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,31 @@ from urllib.parse import urlsplit
 
 import click
 
+from deploystream.redis_conn import redact_url
+
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A request id as contracts.jobs.RequestId has it; the CLI prints 8-character prefixes.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
+_ENTRY_ID = re.compile(r"^[0-9]{1,20}(-[0-9]{1,20})?\Z")
+_LONG_WORD = re.compile(r"\S{81,}")
+
+# Echoed values longer than this are cut (a 100 KB id is not a message).
+SHOWN_MAX = 60
+
+
+def shown(value: object, limit: int = SHOWN_MAX) -> str:
+    """``repr`` of a value, cut to about ``limit`` characters with its full length noted."""
+    text = str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return repr(text[:limit]) + f"… ({len(text)} characters)"
+
+
+def one_line(message: str, limit: int = 400) -> str:
+    """A message as one readable line: no newlines, no endless words, bounded length."""
+    text = " ".join(message.split())
+    text = _LONG_WORD.sub(lambda m: m.group(0)[:SHOWN_MAX] + f"…({len(m.group(0))} chars)", text)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 class KeyValue(click.ParamType[tuple[str, str], Any]):
@@ -26,13 +53,15 @@ class KeyValue(click.ParamType[tuple[str, str], Any]):
         if isinstance(value, tuple):
             return value
         key, sep, val = str(value).partition("=")
+        # Never echo a secret's value: only its name part.
+        echo = shown(key) if self.from_env else shown(value)
         if not _KEY.match(key):
-            self.fail(f"{value!r} is not K=V with K a valid name", param, ctx)
+            self.fail(f"{echo} is not K=V with K a name (letters, digits, '_')", param, ctx)
         if not sep:
             if not self.from_env:
-                self.fail(f"{value!r} is not K=V", param, ctx)
+                self.fail(f"{echo} is not K=V", param, ctx)
             if key not in os.environ:
-                self.fail(f"{key!r}: no '=' and no environment variable {key} to read", param, ctx)
+                self.fail(f"{echo}: no '=' and no environment variable {key} to read", param, ctx)
             val = os.environ[key]
         return (key, val)
 
@@ -41,31 +70,77 @@ class RedisUrl(click.ParamType[str, Any]):
     name = "URL"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        parts = urlsplit(str(value))
+        url = str(value)
+        parts = urlsplit(url)
+        value = redact_url(url)  # echoed below: never with its password
         schemes = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
         if parts.scheme not in schemes or not (parts.hostname or parts.path):
             self.fail(
-                f"{value!r} is not a redis://, rediss://, unix:// or redis+cluster:// URL",
+                f"{shown(value)} is not a redis://, rediss://, unix:// or redis+cluster:// URL",
                 param,
                 ctx,
             )
-        return str(value)
+        try:
+            parts.port  # noqa: B018 (raises on a port that is not a number 0-65535)
+        except ValueError:
+            self.fail(f"{shown(value)}: the port must be a number from 1 to 65535", param, ctx)
+        db = parts.path.strip("/")
+        if parts.scheme != "unix" and db and not db.isdigit():
+            self.fail(f"{shown(value)}: the database (after '/') must be a number", param, ctx)
+        return url
 
 
 class HttpUrl(click.ParamType[str, Any]):
     name = "URL"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        parts = urlsplit(str(value))
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            self.fail(f"{value!r} is not an http(s) URL", param, ctx)
+        try:
+            parts = urlsplit(str(value))
+            host = parts.hostname
+            parts.port  # noqa: B018
+        except ValueError:
+            host = None
+        if parts.scheme not in ("http", "https") or not host:
+            self.fail(f"{shown(value)} is not an http(s) URL", param, ctx)
         return str(value).rstrip("/")
+
+
+class RequestIdType(click.ParamType[str, Any]):
+    """A request id, or a prefix of one (at least 8 characters, resolved against Redis)."""
+
+    name = "REQUEST_ID"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not _REQUEST_ID.match(str(value)):
+            self.fail(
+                f"{shown(value)} is not a request id (up to 128 letters, digits, '_', '.', '-')",
+                param,
+                ctx,
+            )
+        return str(value)
+
+
+class EntryIdType(click.ParamType[str, Any]):
+    """A stream entry id as ``dlq list`` prints it (``1700000000000-0``)."""
+
+    name = "ENTRY_ID"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not _ENTRY_ID.match(str(value)):
+            self.fail(
+                f"{shown(value)} is not a stream entry id (MILLISECONDS-SEQ, as 'dlq list' shows)",
+                param,
+                ctx,
+            )
+        return str(value)
 
 
 KEY_VALUE = KeyValue()
 SECRET_VALUE = KeyValue(from_env=True)
 REDIS_URL = RedisUrl()
 HTTP_URL = HttpUrl()
+REQUEST_ID = RequestIdType()
+ENTRY_ID = EntryIdType()
 
 
 def pairs(values: tuple[tuple[str, str], ...]) -> dict[str, str]:

@@ -146,8 +146,8 @@ class LineRenderer:
                     lines.append(f"  {host}: {shown} ({ms} ms){detail}")
             case Output(lines=out) if event.ansible_event != "playbook_on_stats":
                 lines += [f"  {ln}" for ln in out]
-            case CancelRequested(by=who):
-                lines.append(f"cancel requested by {who}")
+            case CancelRequested(by=who, reason=reason):
+                lines.append(f"cancel requested by {who}" + (f": {reason}" if reason else ""))
             case Result():
                 totals = format_counts(progress.totals())
                 lines.append(f"{event.status.upper()} {describe_result(event)} [{totals}]")

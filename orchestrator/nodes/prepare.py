@@ -56,7 +56,7 @@ class PrepareNode:
 
     async def __call__(self, state: DeployState, runtime: Runtime[DeployContext]) -> dict[str, Any]:
         if state.get("job"):
-            return {}  # prepared by an earlier pass of this thread
+            return {}  # prepared by an earlier pass, or given built (a retry)
         context = runtime.context or DeployContext()
         try:
             return await self._prepare(state, context)

@@ -61,6 +61,8 @@ def test_cancel_running_job_kills_its_tree_then_cancel_again_says_finished(
         check_stream(events)
         [note] = [e for e in events if isinstance(e, CancelRequested)]
         assert note.reason == "operator said so"
+        tail = env.deployctl("tail", rid)  # whoever tails it is told why
+        assert tail.returncode == 1 and "operator said so" in tail.stdout, tail.stdout
 
         again = env.deployctl("cancel", rid)
         assert again.returncode == 0, again.stderr

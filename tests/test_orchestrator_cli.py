@@ -21,7 +21,14 @@ from contracts.requests import DeployRequest
 from deploystream.embedded_redis import free_port
 from deploystream.sample_service import create_sample_repo, stop_service
 from tests.graph_support import GithubStandIn, recorder
-from tests.harness import DEPLOYCTL, Executors, cli_env, deployctl, read_events
+from tests.harness import (
+    DEPLOYCTL,
+    Executors,
+    cli_env,
+    deployctl,
+    read_events,
+    wait_for_result,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSIBLE_DIR = Path(__file__).parent / "ansible"
@@ -187,6 +194,91 @@ def test_deploy_cli_missing_inputs_exit_2(
         assert out.returncode == 2, (args, out.stdout, out.stderr)
         assert words in out.stderr and "nothing submitted" in out.stderr
     assert rclient.exists(config.streams.deploy) == 0
+
+
+def test_retry_of_a_deploy_runs_the_graph_with_post_deploy(
+    executors: Executors,
+    apps: Path,
+    httpserver: HTTPServer,
+    redis_url: str,
+    keys_dir: Path,
+    tmp_path: Path,
+    rclient: redis.Redis,
+    config: StreamsConfig,
+) -> None:
+    """A deploy fails (its ref does not exist yet); ``retry`` of it, once the ref
+    exists, succeeds *and* records the deployment, sets the CI secrets and marks the
+    project active, with the same ``post_deploy`` lines as ``deploy --json``."""
+    executors.start("ex-a")
+    github = GithubStandIn(httpserver, repo="acme/shop")
+    github.serve()
+    records: list[object] = []
+    patches: list[object] = []
+    httpserver.expect_request("/api/service-deployments/", method="POST").respond_with_handler(
+        recorder(records, lambda: _json({"id": 11}, 201))
+    )
+    httpserver.expect_request("/api/projects/42", method="PATCH").respond_with_handler(
+        recorder(patches, lambda: _json({"id": 42}, 200))
+    )
+    repo_dir = tmp_path / "repo"
+    repo = create_sample_repo(repo_dir)
+    port = free_port()
+    first = deployctl(
+        "deploy",
+        "--project",
+        "shop",
+        "--project-id",
+        "42",
+        "--repo",
+        repo,
+        "--ref",
+        "release-1",
+        "--service-port",
+        str(port),
+        "--detach",
+        redis_url=redis_url,
+        keys_dir=keys_dir,
+    )
+    assert first.returncode == 0, first.stderr
+    rid = first.stdout.strip()
+    failed = [e for e in wait_for_result(rclient, config, rid) if isinstance(e, Result)]
+    assert failed[-1].status == "failed", failed
+    subprocess.run(["git", "-C", str(repo_dir), "branch", "release-1"], check=True)
+
+    out = deployctl(
+        "retry",
+        rid[:8],
+        "--json",
+        "--api-url",
+        httpserver.url_for("/").rstrip("/"),
+        "--github-repo",
+        "acme/shop",
+        "--github-api-url",
+        github.api_url,
+        "--github-token",
+        "ghp_" + "t" * 36,
+        redis_url=redis_url,
+        keys_dir=keys_dir,
+        DEPLOYSTREAM_CHECKPOINT_DB=str(tmp_path / "cp.sqlite"),
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    result = next(line for line in lines if line["type"] == "result")
+    assert result["status"] == "success" and result["request_id"] != rid
+    post = {line["name"]: line for line in lines if line["type"] == "post_deploy"}
+    assert {name: p["status"] for name, p in post.items()} == {
+        "deployment_record": "ok",
+        "github_secrets": "ok",
+        "project_status": "ok",
+    }
+    (body,) = records
+    assert isinstance(body, dict) and body["port"] == port
+    assert body["deployment_info"]["request_id"] == result["request_id"]
+    assert body["deployment_info"]["ref"] == "release-1"
+    assert patches == [{"status": "active"}]
+    assert github.put["DEPLOY_PORT"] == str(port)
+    submitted = read_events(rclient, config, result["request_id"])[0]
+    assert submitted.job.retry_of == rid  # type: ignore[attr-defined]
 
 
 def _orchestrator(

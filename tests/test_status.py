@@ -73,3 +73,25 @@ def test_status_json_two_executors_and_a_queued_job(
     for rid in ids:
         events = wait_for_result(rclient, config, rid, timeout=120)
         assert events[-1].status == "success"  # type: ignore[union-attr]
+
+
+def test_status_shows_deploy_requests_its_group_and_the_orchestrators(
+    redis_url: str, keys_dir: Path, config: StreamsConfig, rclient: redis.Redis
+) -> None:
+    stream, group = config.streams.requests, config.groups.orchestrators
+    rclient.xgroup_create(stream, group, id="0", mkstream=True)
+    rclient.xadd(stream, {"request": b"{}"})
+    rclient.xadd(stream, {"request": b"{}"})
+    # An orchestrator service reads through the group as this consumer does.
+    rclient.xreadgroup(group, "orch-1", {stream: ">"}, count=1)
+    out = deployctl("status", "--json", redis_url=redis_url, keys_dir=keys_dir)
+    assert out.returncode == 0, out.stderr
+    snap = json.loads(out.stdout)
+    requests = snap["requests"]
+    assert (requests["stream"], requests["group"], requests["length"]) == (stream, group, 2)
+    assert requests["group_info"]["pending"] == 1 and requests["group_info"]["lag"] == 1
+    assert [o["name"] for o in snap["orchestrators"]] == ["orch-1"]
+    human = deployctl("status", redis_url=redis_url, keys_dir=keys_dir)
+    assert human.returncode == 0, human.stderr
+    row = next(line for line in human.stdout.splitlines() if stream in line)
+    assert group in row and "orch-1" in row, human.stdout

@@ -216,6 +216,8 @@ class BackgroundLoops(ExecutorCore):
                         "completed": self.completed,
                         "seen": time.time(),
                         "playbooks": ",".join(self.settings.playbook_names()),
+                        # Whether it clones file:// repos (the CLI refuses them otherwise).
+                        "file_repos": int(self.settings.allow_file_repos),
                     },
                 )
                 await self.redis.expire(key, ttl)

@@ -250,8 +250,8 @@ class StreamClient:
         if not int(same):
             raise IdempotencyConflictError(
                 f"idempotency key {job.idempotency_key!r} already names request "
-                f"{request_id} with other parameters; nothing submitted (use a new key "
-                "for new parameters)"
+                f"{request_id}, which has other parameters: refused (use a new key for "
+                "new parameters)"
             )
         log.info(
             "job.submitted",

@@ -17,7 +17,7 @@ from deploystream.cli.main import cli, main
 from deploystream.cli.params import REQUEST_ID
 from deploystream.keys import OrchestratorKeys
 from orchestrator.job_builder import build_provision_job
-from tests.harness import DEPLOYCTL, cli_env, deployctl
+from tests.harness import DEPLOYCTL, Executors, cli_env, deployctl
 
 HUGE = "a" * 100_000
 
@@ -228,3 +228,19 @@ def test_request_ids_by_unique_prefix(
     assert out.returncode == 2 and "at least 8 characters" in out.stderr
     out = deployctl("retry", "0badc0de1", redis_url=redis_url, keys_dir=keys_dir)
     assert out.returncode == 2 and "0badc0de11111111" in out.stderr  # resolved, then not a job
+
+
+@pytest.mark.slow
+def test_file_repo_refused_at_submit_when_no_live_executor_accepts_one(
+    executors: Executors,
+    redis_url: str,
+    keys_dir: Path,
+    config: StreamsConfig,
+    rclient: redis.Redis,
+) -> None:
+    executors.start("ex-no-files", "--no-file-repos")
+    argv = ["deploy", "--project", "p", "--repo", "file:///srv/git/p.git", "--service-port", "80"]
+    out = deployctl(*argv, "--detach", redis_url=redis_url, keys_dir=keys_dir)
+    assert out.returncode == 2, out.stderr
+    assert "--repo: no live executor accepts file:// repositories" in out.stderr
+    assert rclient.xlen(config.streams.deploy) == 0

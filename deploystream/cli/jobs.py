@@ -36,18 +36,28 @@ async def _client(app: App) -> StreamClient:
     return StreamClient(await app.redis(), app.config)
 
 
-async def check_playbook(client: StreamClient, playbook: str) -> None:
-    """Refuse a playbook no live executor offers (when executors announce theirs)."""
+async def check_executors(client: StreamClient, job: Job) -> None:
+    """Refuse what no live executor would run (when executors announce it): a playbook
+    none offers, a ``file://`` repository none accepts."""
     offered: set[str] = set()
+    file_repos: set[bytes] = set()
     prefix = client.config.executor_key("")
     async for key in client.redis.scan_iter(match=f"{prefix}*", count=100):
-        names = await client.redis.hget(key, "playbooks")  # type: ignore[misc]
-        if names:
-            offered.update(names.decode().split(","))
-    if offered and playbook not in offered:
+        presence = await client.redis.hgetall(key)  # type: ignore[misc]
+        if presence.get(b"playbooks"):
+            offered.update(presence[b"playbooks"].decode().split(","))
+        if b"file_repos" in presence:
+            file_repos.add(presence[b"file_repos"])
+    if offered and job.playbook not in offered:
         raise BadInputError(
-            f"--playbook: unknown playbook {playbook!r}; executors offer: "
+            f"--playbook: unknown playbook {job.playbook!r}; executors offer: "
             f"{', '.join(sorted(offered))}"
+        )
+    repo = job.repo if isinstance(job, DeployJob) else ""
+    if repo.startswith("file:") and file_repos and b"1" not in file_repos:
+        raise BadInputError(
+            "--repo: no live executor accepts file:// repositories (executor "
+            "--allow-file-repos); use https://, ssh://, git@host:path or owner/name"
         )
 
 
@@ -58,7 +68,7 @@ def exit_code(results: dict[str, Result]) -> int:
 async def submit_and_follow(
     client: StreamClient, job: Job, *, detach: bool, json: bool, cancel_on_interrupt: bool = False
 ) -> int:
-    await check_playbook(client, job.playbook)
+    await check_executors(client, job)
     if detach:
         request_id = await client.submit(job)
         if json:
@@ -278,7 +288,7 @@ def deploy(app: App, /, **opts: Any) -> int:
         client = StreamClient(await app.redis(), app.config, keys)
         if opts["detach"]:
             return await submit_and_follow(client, job, detach=True, json=opts["json_out"])
-        await check_playbook(client, opts["playbook"])
+        await check_executors(client, job)
         # The graph (langgraph) is imported only now, after every check has passed.
         from deploystream.cli.deploy_graph import deploy_with_graph
 
@@ -432,7 +442,7 @@ def retry(app: App, /, request_id: str, **opts: Any) -> int:
         if not opts["json_out"]:
             click.echo(f"retrying {rid} as {job.request_id}", err=True)
         if isinstance(job, DeployJob) and not opts["detach"]:
-            await check_playbook(client, job.playbook)
+            await check_executors(client, job)
             from deploystream.cli.deploy_graph import retry_with_graph
 
             return await retry_with_graph(client, keys, job, opts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -165,3 +166,29 @@ def test_failure_summary_carries_the_failing_tasks_message(
     assert why, summary
     assert "failed on" not in why and "Fetch repository" not in why, summary
     assert "no-such-branch" in why, summary  # git's message names the ref it lacks
+
+
+def test_deploy_to_a_held_port_fails_naming_the_holder(
+    executors: Executors, tmp_path: Path, deployed: list[str], redis_url: str, keys_dir: Path
+) -> None:
+    """Through the CLI and an executor: exit 1, the summary names the port and holder."""
+    import socket
+
+    executors.start("ex-a")
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        deployed.append("held")
+        out = deployctl(
+            "deploy", "--project", "held", "--repo", create_sample_repo(tmp_path / "repo"),
+            "--service-port", str(port), redis_url=redis_url, keys_dir=keys_dir,
+        )  # fmt: skip
+        assert out.returncode == 1, out.stdout + out.stderr
+        summary = next(ln for ln in out.stderr.splitlines() if " ended failed " in ln)
+        assert "at task 'Check service port is free' on localhost: " in summary, summary
+        assert f"port {port} is held by another process: pid {os.getpid()} (" in summary
+        assert "SUCCESS" not in out.stdout
+    finally:
+        holder.close()

@@ -28,6 +28,7 @@ from ansible.module_utils.basic import AnsibleModule
 _LISTEN = "0A"
 _LOG_LINES = 8
 _LOG_LINE_MAX = 160
+_LOG_CHARS = 320
 
 
 def _listening_inodes(port: int) -> set[str]:
@@ -112,7 +113,12 @@ def _log_tail(path: str) -> str:
         lines = Path(path).read_text(errors="replace").splitlines()
     except OSError:
         return f"(no log at {path})"
-    tail = [ln[:_LOG_LINE_MAX] for ln in lines if ln.strip()][-_LOG_LINES:]
+    # The last lines first: a published message is cut at 500 characters (from its end).
+    tail: list[str] = []
+    for line in reversed([ln[:_LOG_LINE_MAX] for ln in lines if ln.strip()][-_LOG_LINES:]):
+        if tail and sum(len(t) + 1 for t in tail) + len(line) > _LOG_CHARS:
+            break
+        tail.insert(0, line)
     return f"last lines of {path}:\n" + "\n".join(tail) if tail else f"({path} is empty)"
 
 

@@ -277,9 +277,9 @@ def test_redis_unreachable_exits_3(keys_dir: Path) -> None:
     from deploystream.embedded_redis import free_port
 
     url = f"redis://127.0.0.1:{free_port()}/0"
-    out = deployctl(
-        "deploy", "--project", "p", "--repo", "https://x/y.git", redis_url=url, keys_dir=keys_dir
-    )
+    # Valid input (it is checked first, without Redis), then Redis is not there.
+    argv = ["--project", "p", "--repo", "https://x/y.git", "--service-port", "8000"]
+    out = deployctl("deploy", *argv, redis_url=url, keys_dir=keys_dir)
     assert out.returncode == 3
     assert url in out.stderr
 

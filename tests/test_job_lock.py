@@ -299,3 +299,29 @@ def test_the_wait_counts_against_neither_timeout_nor_lease(
     # Accepted once, never adopted: its lease (1.5 s) was kept through the wait.
     assert [type(e) for e in events if isinstance(e, (Accepted, Reclaimed))] == [Accepted]
     assert {e.attempt for e in events if e.seq > 0} == {1}
+
+
+@pytest.mark.slow
+def test_provisions_of_one_server_queue_and_of_two_servers_do_not(
+    executors: Executors, rclient: redis.Redis, config: StreamsConfig, keys_dir: Path
+) -> None:
+    executors.project_dir = ANSIBLE_DIR
+    executors.start("ex-a", "--concurrency", "3")
+    keys = OrchestratorKeys.load(keys_dir)
+    jobs = [
+        build_provision_job(keys, server_handle=handle, playbook="quick")
+        for handle in ("srv-1", "srv-1", "srv-2")
+    ]
+
+    async def all_of(c: StreamClient) -> list[str]:
+        return [await c.submit(job) for job in jobs]
+
+    one, again, other = _client_call(config, keys_dir, all_of)
+    runs = {rid: wait_for_result(rclient, config, rid) for rid in (one, again, other)}
+    assert all(ev[-1].status == "success" for ev in runs.values())  # type: ignore[union-attr]
+    # srv-1's two provisions never overlap, and one of them waited for the other.
+    assert _disjoint([_span(runs[one]), _span(runs[again])])
+    waits = [e for rid in (one, again) for e in runs[rid] if isinstance(e, Waiting)]
+    assert waits and all(w.lock == "server srv-1" for w in waits), waits
+    # srv-2 is another server: it never waited.
+    assert not any(isinstance(e, Waiting) for e in runs[other])

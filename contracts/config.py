@@ -42,6 +42,7 @@ class StreamsSection(_Section, frozen=True):
     idempotency_prefix: Name = "deploystream.idem"
     executors_prefix: Name = "deploystream.executor"
     locks_prefix: Name = "deploystream.lock"
+    consumed_prefix: Name = "deploystream.consumed"
 
 
 class GroupsSection(_Section, frozen=True):
@@ -71,6 +72,10 @@ class RetentionSection(_Section, frozen=True):
     control_maxlen: Positive = 10_000
     idempotency_ttl_s: Positive = 86_400
     output_line_max: Positive = 4096
+    # A job is valid this long after submit (Redis clock); longer than any queue wait.
+    job_validity_s: Positive = 86_400
+    # How far two Redis servers' clocks may disagree (a failover, Cluster nodes).
+    clock_skew_s: Annotated[int, Meta(ge=0)] = 60
 
 
 class StreamsConfig(_Section, frozen=True):
@@ -93,6 +98,10 @@ class StreamsConfig(_Section, frozen=True):
 
     def idempotency_key(self, key: str) -> str:
         return f"{self.streams.idempotency_prefix}:{key}"
+
+    def consumed_key(self, request_id: str, digest: str) -> str:
+        # An executor's record of a consumed job (same hash slot as the request's events).
+        return f"{self.streams.consumed_prefix}:{{{request_id}}}:{digest}"
 
     def executor_key(self, name: str) -> str:
         return f"{self.streams.executors_prefix}:{name}"

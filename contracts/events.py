@@ -33,6 +33,10 @@ class _EventBase(Struct, kw_only=True, tag_field="type"):
 class Submitted(_EventBase, tag="submitted"):
     job: Job
     stream: str = ""
+    # The job entry's signature and key id, as on the job stream: ``retry`` re-signs
+    # a job only after verifying them (anyone who may write events can write this).
+    job_sig: str = ""
+    job_kid: str = ""
 
 
 class Accepted(_EventBase, tag="accepted"):

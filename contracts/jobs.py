@@ -61,6 +61,10 @@ class _JobBase(Struct, kw_only=True, tag_field="kind", forbid_unknown_fields=Tru
     # More hosts of the same run besides ``target`` (inventory: target first, then
     # these). New in v2 of the schema: absent in older payloads, so it defaults.
     hosts: list[Target] = []
+    # When the job stops being valid (Unix time on the Redis server's clock, stamped by
+    # the client at submit, signed with the rest). An executor refuses a job past it
+    # and one without it (older payloads still decode; they are refused, see intake).
+    expires_at: float | None = None
 
 
 class DeployJob(_JobBase, tag="deploy"):

@@ -89,6 +89,7 @@ def layout_keys(config: StreamsConfig, request_id: str = "r1") -> dict[str, str]
         "idempotency": config.idempotency_key("k1"),
         "job lock": config.lock_keys(f"deploy:p@{request_id}")[0],
         "job lock waiters": config.lock_keys(f"deploy:p@{request_id}")[1],
+        "consumed-job record": config.consumed_key(request_id, "0" * 32),
     }
 
 

@@ -140,6 +140,10 @@ class OrchestratorKeys:
     def sign(self, stream: str, payload: bytes) -> str:
         return _b64(self.signing.sign(_signed_bytes(stream, payload)).signature)
 
+    def verify(self, stream: str, payload: bytes, signature: str, kid: str) -> None:
+        """Check an entry signed with this side's own key (``retry`` re-signs only that)."""
+        _verify({self.kid: self.signing.verify_key}, stream, payload, signature, kid)
+
 
 @dataclass(frozen=True)
 class ExecutorKeys:
@@ -175,21 +179,27 @@ class ExecutorKeys:
 
     def verify(self, stream: str, payload: bytes, signature: str, kid: str) -> None:
         """Raise :class:`KeyMaterialError` with a precise reason unless the entry is genuine."""
-        if not signature or not kid:
-            raise KeyMaterialError("unsigned entry")
-        vk = self.trusted.get(kid)
-        if vk is None:
-            # The kid is attacker-controlled: keep the reason short.
-            shown = kid if len(kid) <= 32 else kid[:32] + "…"
-            raise KeyMaterialError(f"signed by unknown key {shown!r}")
-        try:
-            vk.verify(_signed_bytes(stream, payload), base64.b64decode(signature, validate=True))
-        except (BadSignatureError, ValueError) as exc:
-            raise KeyMaterialError("bad signature (entry forged, altered or moved)") from exc
+        _verify(self.trusted, stream, payload, signature, kid)
 
 
 def _signed_bytes(stream: str, payload: bytes) -> bytes:
     return stream.encode("utf-8") + b"\n" + payload
+
+
+def _verify(
+    trusted: dict[str, VerifyKey], stream: str, payload: bytes, signature: str, kid: str
+) -> None:
+    if not signature or not kid:
+        raise KeyMaterialError("unsigned entry")
+    vk = trusted.get(kid)
+    if vk is None:
+        # The kid is attacker-controlled: keep the reason short.
+        shown = kid if len(kid) <= 32 else kid[:32] + "…"
+        raise KeyMaterialError(f"signed by unknown key {shown!r}")
+    try:
+        vk.verify(_signed_bytes(stream, payload), base64.b64decode(signature, validate=True))
+    except (BadSignatureError, ValueError) as exc:
+        raise KeyMaterialError("bad signature (entry forged, altered or moved)") from exc
 
 
 _KEY_FILES = (BOX_PRIVATE, BOX_PUBLIC, SIGN_PRIVATE, SIGN_PUBLIC, TRUSTED_DIR)

@@ -2,8 +2,10 @@
 
 Order matters: size first, then the signature, before the payload is decoded, so a
 forged entry is never parsed into a job; then the schema, the rules
-(:mod:`contracts.rules`) and the playbook allow-list. Pure except for reading the
-allow-list.
+(:mod:`contracts.rules`), the playbook allow-list, the signed expiry's presence (it
+is checked against Redis's clock in START, see :mod:`executor.freshness`) and the
+binding of every sealed value to this job (:mod:`executor.unseal`). Pure except for
+reading the allow-list.
 
 :func:`examine` never raises, whatever the entry holds (an exception would leave
 the entry pending, to be redelivered and crash again): every outcome is
@@ -20,10 +22,12 @@ import msgspec
 
 from contracts import DecodeError, Job, RuleError, check_job, decode_job
 from contracts.codec import MAX_JOB_BYTES
+from contracts.entries import job_digest
 from deploystream.errors import KeyMaterialError
 from deploystream.keys import ExecutorKeys
 from deploystream.redact import DEFAULT as redact
 from executor.settings import ExecutorSettings
+from executor.unseal import UnsealError, open_secrets
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # Reasons land in a dead letter, a result event and a log line: keep them short.
@@ -34,6 +38,7 @@ REASON_MAX = 500
 class Accepted:
     job: Job
     playbook: Path
+    digest: str  # names the job in the consumed-job records (contracts.entries)
 
 
 @dataclass(frozen=True)
@@ -110,4 +115,13 @@ def _examine(
             f"rule: playbook {job.playbook!r} is not in this executor's project dir",
             job.request_id,
         )
-    return Accepted(job, playbook)
+    if job.expires_at is None:
+        return Rejected(
+            "rule: the job carries no signed expiry (signed by an older version): submit it again",
+            job.request_id,
+        )
+    try:
+        open_secrets(keys, job)  # refused here, before anything runs; values dropped
+    except UnsealError as exc:
+        return Rejected(f"secrets: {exc}", job.request_id)
+    return Accepted(job, playbook, job_digest(payload))

@@ -34,7 +34,16 @@ from redis.asyncio import Redis
 
 from contracts import Event, Result, StreamsConfig, encode
 from deploystream.retry import redis_call
-from executor.scripts import DEAD_LETTER, FINISH, PUBLISH, RELEASE_LEASE, RENEW_LEASE, START
+from executor.freshness import EXPIRED, REPLAYED, Consumption
+from executor.scripts import (
+    CONSUME,
+    DEAD_LETTER,
+    FINISH,
+    PUBLISH,
+    RELEASE_LEASE,
+    RENEW_LEASE,
+    START,
+)
 
 log = structlog.get_logger(__name__)
 _BATCH_MAX = 1000
@@ -62,6 +71,7 @@ class Lua:
         self.start = redis.register_script(START)
         self.finish = redis.register_script(FINISH)
         self.dead_letter = redis.register_script(DEAD_LETTER)
+        self.consume = redis.register_script(CONSUME)
 
 
 @dataclass(frozen=True)
@@ -169,13 +179,14 @@ class EventPublisher:
         event.attempt = self.attempt
         self._send.send_nowait(_entry(event))
 
-    async def start(self, opening: list[Event]) -> tuple[str, bytes]:
+    async def start(self, opening: list[Event], consumption: Consumption) -> tuple[str, bytes]:
         """Write the attempt's opening events in the same fenced step that reads the
-        request's state (see scripts.START): one round trip where reading the state
-        and publishing ``accepted`` took two. Call before :meth:`emit`.
+        request's state and checks and records the job's consumption (see
+        scripts.START, executor.freshness): one round trip. Call before :meth:`emit`.
 
         Returns the state and the latest ``cancel_requested`` data of the request's
-        latest generation. On ``lost``, ``result`` or ``deep`` nothing was written and
+        latest generation (for ``replayed``/``expired``, why). On ``lost``,
+        ``result``, ``replayed``, ``expired`` or ``deep`` no event was written and
         this publisher's numbering does not move: on ``deep`` the caller decides, and
         :meth:`emit` numbers the events again.
         """
@@ -184,18 +195,30 @@ class EventPublisher:
             event.seq = seq
             event.attempt = self.attempt
             numbered.append(_entry(event))
-        args = self._script_args(numbered)
+        args = self._script_args(numbered, consumption.args())
         f = self._fence
-        state_b, cancel = await redis_call(
-            lambda: self._lua.start(keys=[f.stream, self.key, self.watermark], args=args)
+        keys = [f.stream, self.key, self.watermark, consumption.key]
+        state_b, cancel = await redis_call(lambda: self._lua.start(keys=keys, args=args))
+        state = state_b.decode()
+        if state == "lost":
+            self._lose()
+        elif state not in ("result", "deep", REPLAYED, EXPIRED):
+            self.seq += len(opening)
+            self._count_published(len(opening))
+        return state, cancel
+
+    async def consume(self, consumption: Consumption) -> tuple[str, bytes]:
+        """START's consumption check alone (scripts.CONSUME), after a ``deep`` start:
+        ``ok``, ``lost``, or a refusal (``replayed``/``expired`` and why)."""
+        f = self._fence
+        args = [*f.args(self._config.groups.executors), *consumption.args()]
+        state_b, detail = await redis_call(
+            lambda: self._lua.consume(keys=[f.stream, consumption.key], args=args)
         )
         state = state_b.decode()
         if state == "lost":
             self._lose()
-        elif state not in ("result", "deep"):
-            self.seq += len(opening)
-            self._count_published(len(opening))
-        return state, cancel
+        return state, detail
 
     async def run(self) -> None:
         """The flusher: drain the queue in batches until :meth:`close` (or abort)."""
@@ -219,13 +242,17 @@ class EventPublisher:
         finally:
             self._done.set()
 
-    def _script_args(self, events: list[tuple[bytes, int, bytes]]) -> list[Any]:
-        """ARGV of PUBLISH and START: the fence, limits, attempt, then the events."""
+    def _script_args(
+        self, events: list[tuple[bytes, int, bytes]], extra: list[Any] | None = None
+    ) -> list[Any]:
+        """ARGV of PUBLISH and START: the fence, limits, attempt, the script's own
+        ``extra`` arguments, then the events."""
         args: list[Any] = [
             *self._fence.args(self._config.groups.executors),
             self._config.retention.events_maxlen,
             self._hold_ttl,
             self.attempt,
+            *(extra or []),
         ]
         for etype, seq, data in events:
             args += [etype, seq, data]

@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 
-from contracts import DeployJob, Job, Result
+from contracts import Job, Result
 from deploystream import redact as redaction
 from deploystream.redact import Redactor
 from executor.core import ExecutorCore
@@ -20,6 +20,7 @@ from executor.ownership import Owned
 from executor.publisher import EventPublisher
 from executor.runner import OpenedSecrets, RunOutcome, run_playbook
 from executor.translate import translate
+from executor.unseal import open_secrets
 
 _STATUS_MAP = {
     "successful": "success",
@@ -52,12 +53,7 @@ class PlaybookRun(ExecutorCore):
                 status="canceled", rc=None, error=f"canceled while waiting for {lock.what}"
             )
         try:
-            secrets = OpenedSecrets(
-                values={k: self.keys.open(v) for k, v in job.secrets.items()},
-                github_token=self.keys.open(job.github_token)
-                if isinstance(job, DeployJob) and job.github_token
-                else None,
-            )
+            secrets = open_secrets(self.keys, job)
         except Exception as exc:
             return RunOutcome(status="error", rc=None, error=f"secrets: {exc}")
         redact = Redactor(secrets.all_values())

@@ -11,6 +11,7 @@ from deploystream.leases import FENCE_FN as _FENCE_FN
 from deploystream.leases import RELEASE_LEASE, RENEW_LEASE
 
 __all__ = [
+    "CONSUME",
     "DEAD_LETTER",
     "FINISH",
     "PUBLISH",
@@ -58,20 +59,49 @@ return top
 """
 )
 
-# KEYS[1] job stream, KEYS[2] events stream, KEYS[3] publish watermark.
+# consume(key, me, expires_at, hold, skew) -> nil when the job may run from entry
+# ``me`` ("<stream> <entry id>"), the record then written or extended to outlive the
+# expiry by ``hold`` s; else {'replayed', the entry that consumed it} or {'expired',
+# seconds past the expiry}, nothing written. The clock is Redis's (TIME).
+_CONSUME_FN = """
+local function consume(key, me, expires_at, hold, skew)
+  local held = redis.call('GET', key)
+  local t = redis.call('TIME')
+  local left = tonumber(expires_at) - (tonumber(t[1]) + tonumber(t[2]) / 1000000)
+  if held then
+    if held ~= me then return {'replayed', held} end
+  elseif left + tonumber(skew) < 0 then
+    return {'expired', string.format('%.1f', -left)}
+  end
+  local ttl = math.max(math.ceil(left), 0) + tonumber(hold)
+  if not held or redis.call('TTL', key) < ttl then
+    redis.call('SET', key, me, 'EX', ttl)
+  end
+  return nil
+end
+"""
+
+# KEYS[1] job stream, KEYS[2] events stream, KEYS[3] publish watermark, KEYS[4] the
+# job's consumed-job record (executor.freshness).
 # ARGV group, entry id, consumer, delivery, events maxlen, watermark ttl, attempt,
+#      expires_at, record hold (s), clock skew (s),
 #      then (type, seq, data) triples: the attempt's opening events (seq 1, 2, ...).
 # Starts an attempt in one round trip: fenced, it reads the state of the request's
-# latest generation and, unless that has a result already, writes the opening
-# events and sets the watermark (as PUBLISH would). Returns {state, cancel data}:
-# 'lost' (not the owner: nothing done), 'result' (a duplicate: the entry is acked,
-# nothing written), 'deep' (undecided within 64 entries: nothing written, the
-# caller reads further and publishes the usual way), else the state before the
-# events were written ('empty' | 'submitted' | 'running').
+# latest generation and, unless that has a result already, checks and writes the
+# consumed-job record, writes the opening events and sets the watermark (as PUBLISH
+# would). Returns {state, detail}: 'lost' (not the owner: nothing done), 'result' (a
+# duplicate: the entry is acked, nothing written), 'replayed' (another entry of this
+# signed job was consumed: nothing written; detail names it), 'expired' (past its
+# signed expiry on Redis's clock: nothing written; detail = seconds past), 'deep'
+# (undecided within 64 entries: nothing written; the caller reads further, then
+# checks the record with CONSUME and publishes the usual way), else the state
+# before the events were written ('empty' | 'submitted' | 'running') and the latest
+# cancel_requested data.
 START = (
     _FENCE_FN
     + _WATERMARK_FN
     + STATE_FN
+    + _CONSUME_FN
     + """
 if not is_owner(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return {'lost', ''} end
 local state, cancel = generation(KEYS[2])
@@ -80,8 +110,10 @@ if state == 'result' then
   return {state, cancel}
 end
 if state == 'deep' then return {state, cancel} end
+local refused = consume(KEYS[4], KEYS[1] .. ' ' .. ARGV[2], ARGV[8], ARGV[9], ARGV[10])
+if refused then return refused end
 local top = watermark(KEYS[3], ARGV[7])
-for i = 8, #ARGV, 3 do
+for i = 11, #ARGV, 3 do
   local seq = tonumber(ARGV[i + 1])
   if seq > top then  -- a retry whose first reply was lost writes nothing twice
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*',
@@ -91,6 +123,21 @@ for i = 8, #ARGV, 3 do
 end
 redis.call('SET', KEYS[3], ARGV[7] .. ':' .. top, 'EX', ARGV[6])
 return {state, cancel}
+"""
+)
+
+# KEYS[1] job stream, KEYS[2] the job's consumed-job record.
+# ARGV group, entry id, consumer, delivery, expires_at, record hold (s), clock skew (s).
+# START's consumption check on its own, fenced, for the rare start that START left
+# undecided ('deep'). Returns {'ok', ''}, {'lost', ''}, or START's refusals.
+CONSUME = (
+    _FENCE_FN
+    + _CONSUME_FN
+    + """
+if not is_owner(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return {'lost', ''} end
+local refused = consume(KEYS[2], KEYS[1] .. ' ' .. ARGV[2], ARGV[5], ARGV[6], ARGV[7])
+if refused then return refused end
+return {'ok', ''}
 """
 )
 

@@ -24,6 +24,11 @@ Semantics (DESIGN.md "Executor semantics"), as implemented here:
 - **Dedupe.** A job whose request already has a terminal result in its latest
   generation is ACKed and not run. ``dlq replay`` starts a new generation (it
   writes a new ``submitted`` event first), so a replay does run.
+- **Once, and fresh** (``executor.freshness``). Otherwise START records the job as
+  consumed by this entry; another entry of the same signed job (a captured entry
+  added again, even after a forged ``submitted`` or after its events expired) is
+  dead-lettered as a replay, and a job past its signed expiry (Redis clock) as
+  expired.
 - **Cancel.** ``cancel_requested`` on the request's stream after its latest
   ``submitted`` (read when the entry is taken) or a broadcast on the control stream
   (while it runs) cancels it; cancelled before it starts, it never starts.
@@ -68,6 +73,7 @@ from contracts import Accepted, Event, Job, Reclaimed, job_kind
 from deploystream.retry import redis_call
 from executor import intake
 from executor.dead_letters import DeadLetters
+from executor.freshness import EXPIRED, REPLAYED, Consumption, refusal
 from executor.loops import BackgroundLoops
 from executor.ownership import (
     Owned,
@@ -285,17 +291,28 @@ class Executor(BackgroundLoops, DeadLetters, PlaybookRun):
                 kind=kind,
             )
         )
-        started, cancel_data = await publisher.start(opening)
+        consumption = Consumption.of(self.config, job, verdict.digest)
+        started, cancel_data = await publisher.start(opening, consumption)
         if started == "lost":
             bound.warning("job.released", lost=True, at="start")
             return
         if started == "result":  # START has acked it
             bound.info("job.duplicate", entry=owned.entry_id)
             return
+        if started in (REPLAYED, EXPIRED):  # refused: never runs
+            await self._refuse(owned, fields, job, started, cancel_data, attempt_no)
+            return
         if started == "deep":  # a long generation: page through it, then publish
             state = await read_request_state(self.redis, self.config.events_key(job.request_id))
             if state.terminal:
                 await self._ack_duplicate(owned, bound)
+                return
+            started, cancel_data = await publisher.consume(consumption)
+            if started == "lost":
+                bound.warning("job.released", lost=True, at="start")
+                return
+            if started in (REPLAYED, EXPIRED):
+                await self._refuse(owned, fields, job, started, cancel_data, attempt_no)
                 return
             for event in opening:
                 publisher.emit(event)
@@ -343,6 +360,22 @@ class Executor(BackgroundLoops, DeadLetters, PlaybookRun):
         bound.info(
             "job.finished", status=result.status, published=status, events=result.event_count
         )
+
+    async def _refuse(
+        self,
+        owned: Owned,
+        fields: dict[bytes, bytes],
+        job: Job,
+        state: str,
+        detail: bytes,
+        attempt_no: int,
+    ) -> None:
+        """A replayed or expired job (executor.freshness): dead-lettered, never run."""
+        reason, mode = refusal(state, detail)
+        await self._dead_letter(
+            owned, fields, reason, job.request_id, mode=mode, attempt_no=attempt_no
+        )
+        self.metrics.job_refused(job_kind(job), "rejected")
 
     async def _ack_duplicate(self, owned: Owned, bound: Any) -> None:
         """The request's latest generation has a result already: never run it again."""

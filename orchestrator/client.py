@@ -39,9 +39,15 @@ from contracts import (
     encode,
     job_kind,
 )
-from contracts.entries import ATTEMPT_BASE, DEAD_LETTER_FIELDS, REPLAY_FIELDS, REPLAY_OF
+from contracts.entries import (
+    ATTEMPT_BASE,
+    DEAD_LETTER_FIELDS,
+    REPLAY_FIELDS,
+    REPLAY_OF,
+    job_digest,
+)
 from contracts.requests import DeployRequest
-from deploystream.errors import BadInputError, StreamGapError
+from deploystream.errors import BadInputError, KeyMaterialError, StreamGapError
 from deploystream.generations import STATE_FN
 from deploystream.keys import OrchestratorKeys
 from deploystream.retry import redis_call
@@ -117,10 +123,12 @@ return 1
 """
 )
 
-# KEYS[1] dead-letter stream, KEYS[2] job stream, KEYS[3] events key (or KEYS[1] when
-# the request id is unknown). ARGV dead entry id, submitted event ('' = none), events
-# ttl, jobs maxlen, then the new entry's fields. Returns the new entry id, or nil when
-# the dead letter is gone (already replayed).
+# KEYS[1] dead-letter stream, KEYS[2] job stream, KEYS[3] events key and KEYS[4] the
+# job's consumed-job record (both KEYS[1] when the request id is unknown). ARGV dead
+# entry id, submitted event ('' = none), events ttl, jobs maxlen, then the new entry's
+# fields. Returns the new entry id, or nil when the dead letter is gone (already
+# replayed). An executor runs a consumed job only from the entry its record names:
+# the record moves to the new entry (the old one can never run again).
 _REPLAY = """
 if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return false end
 if ARGV[2] ~= '' then
@@ -129,7 +137,11 @@ if ARGV[2] ~= '' then
 end
 local fields = {}
 for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
-return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(fields))
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', unpack(fields))
+if KEYS[4] ~= KEYS[1] and redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('SET', KEYS[4], KEYS[2] .. ' ' .. id, 'KEEPTTL')
+end
+return id
 """
 
 # Dropped from a dead letter's fields when it is replayed (then set anew).
@@ -141,6 +153,20 @@ def _int(raw: bytes | None, default: int = 0) -> int:
         return int(raw) if raw is not None else default
     except ValueError:
         return default
+
+
+def _submitted(job: Job, stream: str, sig: str, kid: str) -> Submitted:
+    """A generation's opening event: the job as signed, with its entry's signature."""
+    return Submitted(
+        request_id=job.request_id,
+        seq=0,
+        ts=time.time(),
+        attempt=0,
+        job=job,
+        stream=stream,
+        job_sig=sig,
+        job_kid=kid,
+    )
 
 
 @dataclass(frozen=True)
@@ -218,14 +244,22 @@ class StreamClient:
         self._cancel_script = redis.register_script(_CANCEL)
 
     async def submit(self, job: Job) -> str:
+        """Sign and enqueue ``job`` (its ``submitted`` event first); returns the request
+        id that owns it (another one's when the idempotency key was taken).
+
+        The job's ``expires_at`` is stamped here, inside the signature: Redis's clock
+        now plus ``job-validity-s``. Executors compare it with the same clock (TIME in
+        their START script), so no two machines' wall clocks are ever compared.
+        """
         if self.keys is None:
             raise BadInputError("submitting needs the orchestrator signing key")
         cfg = self.config
         stream = cfg.stream_for_kind(job_kind(job))
+        now = await self.redis_time()
+        job = msgspec.structs.replace(job, expires_at=now + cfg.retention.job_validity_s)
         payload = encode(job)
-        submitted = Submitted(
-            request_id=job.request_id, seq=0, ts=time.time(), attempt=0, job=job, stream=stream
-        )
+        sig = self.keys.sign(stream, payload)
+        submitted = _submitted(job, stream, sig, self.keys.kid)
         # Always keyed: with no idempotency key of its own, the request id is the key, so
         # a submit retried across a dropped connection can never enqueue the job twice.
         idem = cfg.idempotency_key(job.idempotency_key or f"request:{job.request_id}")
@@ -237,7 +271,7 @@ class StreamClient:
             cfg.retention.idempotency_ttl_s,
             encode(submitted),
             payload,
-            self.keys.sign(stream, payload),
+            sig,
             self.keys.kid,
             cfg.retention.jobs_maxlen,
             ttl,
@@ -260,6 +294,14 @@ class StreamClient:
             duplicate=request_id != job.request_id,
         )
         return request_id
+
+    async def redis_time(self) -> float:
+        """The Redis server's clock (TIME), the one clock both sides of a job read."""
+        reply = await redis_call(self.redis.time)
+        if isinstance(reply, dict):  # a cluster client answers per node
+            reply = next(iter(reply.values()))
+        seconds, micros = reply
+        return int(seconds) + int(micros) / 1_000_000
 
     async def exists(self, request_id: str) -> bool:
         return bool(await self.redis.exists(self.config.events_key(request_id)))
@@ -442,27 +484,27 @@ class StreamClient:
                 fields += [k, v]
         fields += [ATTEMPT_BASE, str(dead.attempt).encode(), REPLAY_OF, entry_id.encode()]
         submitted = b""
-        events_key = dead.stream
+        events_key = consumed_key = dead.stream
         ttl = cfg.retention.events_ttl_s
         if job is not None:
             events_key = cfg.events_key(job.request_id)
+            consumed_key = cfg.consumed_key(job.request_id, job_digest(dead.fields[b"job"]))
             ttl = max(cfg.retention.idempotency_ttl_s, cfg.retention.events_ttl_s + job.timeout_s)
             submitted = encode(
-                Submitted(
-                    request_id=job.request_id,
-                    seq=0,
-                    ts=time.time(),
-                    attempt=0,
-                    job=job,
-                    stream=source,
+                _submitted(
+                    job,
+                    source,
+                    dead.fields.get(b"sig", b"").decode("ascii", "replace"),
+                    dead.fields.get(b"kid", b"").decode("ascii", "replace"),
                 )
             )
         new_id = await self.redis.eval(  # type: ignore[misc]
             _REPLAY,
-            3,
+            4,
             dead.stream,
             source,
             events_key,
+            consumed_key,
             entry_id,
             submitted,
             ttl,
@@ -476,10 +518,30 @@ class StreamClient:
         return dead, new
 
     async def original_job(self, request_id: str) -> Job:
-        submitted = await self.first_event(request_id)
+        """The job of a request's first ``submitted`` event, only if it is what this
+        side signed: anyone who may write events can write a ``submitted`` event, and
+        the caller (``retry``) signs what this returns."""
+        try:
+            submitted = await self.first_event(request_id)
+        except DecodeError as exc:
+            raise BadInputError(f"request {request_id}: its submitted event is invalid") from exc
         if submitted is None:
             raise BadInputError(f"request {request_id} not found (unknown, or its events expired)")
-        return submitted.job
+        if self.keys is None:
+            raise BadInputError("checking the original job needs the orchestrator signing key")
+        job = submitted.job
+        try:
+            if job.request_id != request_id:
+                raise KeyMaterialError(f"it holds the job of request {job.request_id}")
+            if submitted.stream != self.config.stream_for_kind(job_kind(job)):
+                raise KeyMaterialError(f"it names stream {submitted.stream!r}")
+            self.keys.verify(submitted.stream, encode(job), submitted.job_sig, submitted.job_kid)
+        except KeyMaterialError as exc:
+            raise BadInputError(
+                f"request {request_id}: its submitted event is not a job this orchestrator "
+                f"signed ({exc}); refusing to sign it again"
+            ) from exc
+        return job
 
     async def request_deploy(self, request: DeployRequest) -> str:
         """Put a deployment request on ``deploy.requests`` (what the platform does)."""

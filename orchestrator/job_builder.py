@@ -1,7 +1,9 @@
 """Build jobs from operator/graph inputs: fresh ids, sealed secrets, rule checks.
 
 Everything secret is sealed here, before a job object exists, so no plaintext
-secret can reach Redis by any later path.
+secret can reach Redis by any later path. Each value is sealed together with its
+binding (:mod:`contracts.sealing`: project, repo, name), so it cannot be re-aimed.
+The job's signed expiry is stamped at submit, on the Redis clock (client.submit).
 """
 
 from __future__ import annotations
@@ -14,6 +16,13 @@ from typing import Any
 import msgspec
 
 from contracts import DeployJob, ProvisionJob, RuleError, Target, check_job
+from contracts.sealing import (
+    GITHUB_TOKEN,
+    SecretBinding,
+    bound_plaintext,
+    deploy_binding,
+    provision_binding,
+)
 from deploystream.errors import FieldError
 from deploystream.keys import OrchestratorKeys
 
@@ -77,6 +86,10 @@ def _target(host: str, port: int = 22, user: str | None = None) -> Target:
         raise _field_error(exc, fields, "target.") from exc
 
 
+def _seal(keys: OrchestratorKeys, binding: SecretBinding, value: str) -> str:
+    return keys.seal(bound_plaintext(binding, value))
+
+
 def _finish(job_type: type[Any], fields: dict[str, Any]) -> Any:
     try:
         job = msgspec.convert(fields, job_type)
@@ -123,7 +136,10 @@ def build_deploy_job(
         # Values the platform sealed already pass through; plaintext is sealed here.
         "secrets": {
             **(sealed_secrets or {}),
-            **{k: keys.seal(v) for k, v in (secrets or {}).items()},
+            **{
+                k: _seal(keys, deploy_binding(project_name, repo, k), v)
+                for k, v in (secrets or {}).items()
+            },
         },
         "project_name": project_name,
         "repo": repo,
@@ -132,7 +148,9 @@ def build_deploy_job(
         "service_port": service_port,
         "modules": modules or [],
         "env": env or {},
-        "github_token": keys.seal(github_token) if github_token else None,
+        "github_token": _seal(keys, deploy_binding(project_name, repo, GITHUB_TOKEN), github_token)
+        if github_token
+        else None,
         "health_path": health_path,
     }
     job: DeployJob = _finish(DeployJob, fields)
@@ -164,7 +182,10 @@ def build_provision_job(
         "idempotency_key": idempotency_key,
         "timeout_s": timeout_s,
         "extra_vars": extra_vars or {},
-        "secrets": {k: keys.seal(v) for k, v in (secrets or {}).items()},
+        "secrets": {
+            k: _seal(keys, provision_binding(server_handle, k), v)
+            for k, v in (secrets or {}).items()
+        },
         "server_handle": server_handle,
         "force_reinstall": force_reinstall,
         "is_recovery": is_recovery,
@@ -183,4 +204,5 @@ def as_retry(job: DeployJob | ProvisionJob, *, limit: list[str] | None = None) -
         retry_of=job.request_id,
         idempotency_key=None,
         limit=limit if limit is not None else job.limit,
+        expires_at=None,  # stamped anew at submit
     )

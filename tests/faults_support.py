@@ -315,7 +315,9 @@ def fault_env(
     grace_s: float = 30,
     concurrency: int = 2,
     appendonly: bool = True,
+    extra_toml: str = "",
 ) -> Iterator[FaultEnv]:
+    """``extra_toml``: more sections of the test's streams.toml (e.g. ``[retention]``)."""
     config_path = base / "streams.toml"
     config_path.write_text(
         CONFIG_TOML.format(
@@ -325,6 +327,7 @@ def fault_env(
             reclaim_ms=reclaim_ms,
             grace_s=grace_s,
         )
+        + extra_toml
     )
     keys_dir = base / "keys"
     init_keys(keys_dir)

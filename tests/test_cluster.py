@@ -55,6 +55,7 @@ control = "{ds}ansible.control"
 idempotency-prefix = "{ds}deploystream.idem"
 executors-prefix = "{ds}deploystream.executor"
 locks-prefix = "{ds}deploystream.lock"
+consumed-prefix = "{ds}deploystream.consumed"
 
 [executor]
 lease-ms = 1500

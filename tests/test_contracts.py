@@ -93,6 +93,12 @@ def test_old_payloads_still_decode() -> None:
     job = decode_job(old_job)
     assert isinstance(job, DeployJob)
     assert job.limit == [] and job.health_path == "/health" and job.env == {}
+    assert job.expires_at is None  # decodes; executors refuse it (no signed expiry)
+    old_submitted = (
+        b'{"type":"submitted","request_id":"old1","seq":0,"ts":1.5,"job":' + old_job + b"}"
+    )
+    sub = decode_event(old_submitted)
+    assert isinstance(sub, Submitted) and sub.job_sig == "" and sub.job_kid == ""
     old_result = b'{"type":"result","request_id":"old1","seq":4,"ts":2.0,"status":"failed"}'
     res = decode_event(old_result)
     assert isinstance(res, Result) and res.status == "failed" and res.event_count == 0

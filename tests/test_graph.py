@@ -16,6 +16,7 @@ from werkzeug import Request, Response
 from contracts import Event, Job, Waiting
 from deploystream.errors import BadInputError
 from deploystream.keys import ExecutorKeys, OrchestratorKeys
+from executor.unseal import open_secrets
 from orchestrator.checkpoint import open_checkpointer
 from orchestrator.errors import CheckpointConfigError
 from orchestrator.graph import build_deploy_graph
@@ -119,7 +120,9 @@ async def test_run_seals_secrets_and_keeps_them_off_disk(
     (job,) = gateway.submitted
     assert job.request_id == "req-seal" and job.idempotency_key == "req-seal"
     assert job.env == {"MODE": "prod"}
-    assert ExecutorKeys.load(keys_dir).open(job.secrets["DB_PASSWORD"]) == "hunter2-plaintext"
+    # Sealed together with its binding: the executor opens it for this job only.
+    opened = open_secrets(ExecutorKeys.load(keys_dir), job)
+    assert opened.values["DB_PASSWORD"] == "hunter2-plaintext"
     assert final["secret_names"] == ["DB_PASSWORD"]
     for path in settings.checkpoint_db.parent.iterdir():
         assert b"hunter2-plaintext" not in path.read_bytes()

@@ -19,6 +19,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
 from deploystream.keys import ExecutorKeys, OrchestratorKeys
+from executor.unseal import open_secrets
 from orchestrator.errors import PlatformApiRejected, PlatformApiUnavailable, SettingsError
 from orchestrator.platform_api import PlatformApi
 from orchestrator.run import run_deploy_graph
@@ -149,7 +150,7 @@ async def test_success_records_sets_secrets_and_activates(
     # The configured token also travelled, sealed, in the job for cloning.
     (job,) = gateway.submitted
     assert job.github_token is not None
-    assert ExecutorKeys.load(keys_dir).open(job.github_token) == "ghp_configured"
+    assert open_secrets(ExecutorKeys.load(keys_dir), job).github_token == "ghp_configured"
     assert final["github_repo"] == "acme/shop"  # inferred from the GitHub URL
 
 
@@ -187,7 +188,7 @@ async def test_github_app_installation_token(
     assert final["outcome"] == "success", final.get("errors")
     (job,) = gateway.submitted
     assert job.github_token is not None
-    assert ExecutorKeys.load(keys_dir).open(job.github_token) == "ghs_installation"
+    assert open_secrets(ExecutorKeys.load(keys_dir), job).github_token == "ghs_installation"
     assert set(github.auth_headers) == {"token ghs_installation"}
     assert github.put["DEPLOY_HOST"] == "localhost"
     # The App authenticated with a JWT signed by its key (RS256, issuer = app id).

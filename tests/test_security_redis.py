@@ -128,6 +128,7 @@ def test_acl_file_names_the_configured_keys() -> None:
         f"{s.idempotency_prefix}:*",
         f"{s.executors_prefix}:*",
         f"{s.locks_prefix}:*",
+        f"{s.consumed_prefix}:*",
     ):
         assert f"~{key} " in text or f"~{key})" in text, key
     lines = [ln for ln in text.splitlines() if ln.strip()]
@@ -242,6 +243,10 @@ def test_full_deploy_as_least_privilege_users_and_forbidden_commands(
         (orchestrator, ("XACK", cfg.streams.deploy, "executors", "0-1")),
         (orchestrator, ("DEL", cfg.streams.deploy)),
         (orchestrator, ("HSET", cfg.executor_key("fake"), "name", "fake")),
+        # Re-adding a captured job is the orchestrator user's power; forgetting that
+        # it was consumed must not be.
+        (orchestrator, ("DEL", cfg.consumed_key(rid, "d"))),
+        (orchestrator, ("SET", cfg.consumed_key(rid, "d"), "x")),
         (executor, ("XADD", cfg.streams.deploy, "*", "job", "{}")),  # forge work for others
         (executor, ("XADD", cfg.streams.control, "*", "data", "{}")),
         (executor, ("XRANGE", cfg.dead_key(cfg.streams.deploy), "-", "+")),
@@ -300,6 +305,7 @@ _ORCHESTRATOR = [
     "XRANGE ansible.events:{r} - + COUNT 1",
     "XREVRANGE ansible.events:{r} + - COUNT 1",
     "EXISTS ansible.events:{r}",
+    "TIME",
     "SCAN 0 MATCH deploystream.executor:* COUNT 100",
     "HGET deploystream.executor:e playbooks",
     "HGETALL deploystream.executor:e",
@@ -329,6 +335,9 @@ _EXECUTOR = [
     "XACK ansible.deploy executors 0-1",
     "EVAL x 1 ansible.deploy",
     "EVAL x 3 ansible.deploy ansible.events:{r} ansible.events.published:{r}",
+    "EVAL x 4 ansible.deploy ansible.events:{r} ansible.events.published:{r} "
+    "deploystream.consumed:{r}:d",
+    "EVAL x 2 ansible.provision deploystream.consumed:{r}:d",
     "EVAL x 3 ansible.provision ansible.provision.dead ansible.events:{r}",
     "EVAL x 3 ansible.deploy ansible.deploy.dead ansible.deploy.dead",
     "EVALSHA 0000000000000000000000000000000000000000 1 ansible.deploy",
@@ -339,6 +348,9 @@ _EXECUTOR = [
     "EXPIRE ansible.events:{r} 60",
     "GET ansible.events.published:{r}",
     "SET ansible.events.published:{r} 1:2 EX 60",
+    "GET deploystream.consumed:{r}:d",
+    "SET deploystream.consumed:{r}:d ansible.deploy|0-1 EX 60",
+    "TTL deploystream.consumed:{r}:d",
     "XADD ansible.deploy.dead MAXLEN ~ 10 * reason x",
     "XADD ansible.provision.dead * reason x",
     "XREAD BLOCK 10 COUNT 100 STREAMS ansible.control 0",

@@ -411,6 +411,15 @@ def cancel(app: App, request_id: str, reason: str) -> int:
     return run(main)
 
 
+def _resigned(job: Job) -> str:
+    if isinstance(job, DeployJob):
+        return (
+            f"re-signing the deploy of project {job.project_name!r} from repo {job.repo!r} "
+            f"(ref {job.ref!r}) to {job.target.host}"
+        )
+    return f"re-signing the provisioning of server {job.server_handle!r} on {job.target.host}"
+
+
 @click.command()
 @click.argument("request_id", type=REQUEST_ID)
 @click.option("--failed-hosts", is_flag=True, help="Rerun only hosts that failed.")
@@ -439,8 +448,8 @@ def retry(app: App, /, request_id: str, **opts: Any) -> int:
                 raise BadInputError(f"request {rid} has no failed hosts to retry")
             limit = result.failed_hosts
         job = as_retry(original, limit=limit)
-        if not opts["json_out"]:
-            click.echo(f"retrying {rid} as {job.request_id}", err=True)
+        # What gets signed anew, always said (on stderr, so --json stays parseable).
+        click.echo(f"retrying {rid} as {job.request_id}: {_resigned(job)}", err=True)
         if isinstance(job, DeployJob) and not opts["detach"]:
             await check_executors(client, job)
             from deploystream.cli.deploy_graph import retry_with_graph

@@ -109,7 +109,7 @@ end
 return 1
 """
 
-Acquired = Literal["held", "canceled", "lost"]
+Acquired = Literal["held", "canceled", "lost", "given_back"]
 
 
 class LockScripts:
@@ -165,10 +165,15 @@ class JobLock:
         self.what = ", ".join(self.scopes.values())
 
     async def acquire(
-        self, cancel: threading.Event, on_wait: Callable[[Waiting], None]
+        self,
+        cancel: threading.Event,
+        on_wait: Callable[[Waiting], None],
+        give_back: Callable[[], bool] = lambda: False,
     ) -> Acquired:
         """Take every scope, waiting as long as it takes; ``on_wait`` gets a
-        ``waiting`` event each time the request it waits on changes."""
+        ``waiting`` event each time the request it waits on changes. While it waits,
+        ``give_back()`` true (the executor is shutting down) ends the wait: the job has
+        not started, so another executor had better take it now."""
         cfg = self._config
         f = self._fence
         args = [
@@ -193,6 +198,9 @@ class JobLock:
                 return "held"
             if kind == "lost":
                 return "lost"
+            if give_back():
+                await self.release()
+                return "given_back"
             scope = list(self.scopes.values())[int(reply[1]) - 1]
             holder = _text(reply[2])
             other = holder.split("|", 1)[1] if kind == "queued" else holder.split(" ", 1)[0]

@@ -45,9 +45,11 @@ class PlaybookRun(ExecutorCore):
         lock = owned.lock = JobLock(
             self.redis, self.config, self.lock_scripts, job, owned.fence(self.name)
         )
-        got = await lock.acquire(owned.cancel, publisher.emit)
+        got = await lock.acquire(owned.cancel, publisher.emit, lambda: self.stopping)
         if got == "lost":
             self._lose(owned)
+        if got == "given_back":  # shutting down: not started, so another executor takes it
+            owned.abandoned = True
         if got != "held":
             return RunOutcome(
                 status="canceled", rc=None, error=f"canceled while waiting for {lock.what}"

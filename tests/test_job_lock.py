@@ -325,3 +325,34 @@ def test_provisions_of_one_server_queue_and_of_two_servers_do_not(
     assert waits and all(w.lock == "server srv-1" for w in waits), waits
     # srv-2 is another server: it never waited.
     assert not any(isinstance(e, Waiting) for e in runs[other])
+
+
+@pytest.mark.slow
+def test_sigterm_gives_a_waiting_job_back_at_once(
+    executors: Executors, rclient: redis.Redis, config: StreamsConfig, keys_dir: Path
+) -> None:
+    """A waiting job has not started: a draining executor hands it to another one
+    instead of holding it through its grace period."""
+    executors.project_dir = ANSIBLE_DIR
+    lease = ("--lease-ms", "1000")
+    ex_a = executors.start("ex-a", "--concurrency", "2", *lease)
+    holder, waiter = _submit(
+        config,
+        keys_dir,
+        _deploys(keys_dir, "same", ["h"]) + _deploys(keys_dir, "same", ["w"], playbook="quick"),
+    )
+    deadline = time.monotonic() + 60
+    while not any(isinstance(e, Waiting) for e in read_events(rclient, config, waiter)):
+        assert time.monotonic() < deadline, read_events(rclient, config, waiter)
+        time.sleep(0.05)
+    executors.start("ex-b", *lease)
+    assert ex_a.terminate(timeout=60) == 0, ex_a.output()  # the holder finishes first
+    held = wait_for_result(rclient, config, holder)
+    assert held[-1].status == "success" and held[-1].executor == "ex-a"  # type: ignore[union-attr]
+    events = wait_for_result(rclient, config, waiter)
+    result = events[-1]
+    assert isinstance(result, Result) and result.status == "success" and result.executor == "ex-b"
+    assert any(isinstance(e, Reclaimed) and e.previous_owner == "ex-a" for e in events)
+    # Not a single task of it ran on ex-a; on ex-b it ran after the holder.
+    assert {e.attempt for e in events if isinstance(e, PlaybookStarted)} == {result.attempt}
+    assert _disjoint([_span(held), _span([e for e in events if e.attempt == result.attempt])])

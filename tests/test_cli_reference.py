@@ -77,3 +77,10 @@ def test_every_option_has_help_and_an_environment_variable_or_the_readme_says_no
 def test_version() -> None:
     out = subprocess.run([DEPLOYCTL, "--version"], capture_output=True, text=True, check=True)
     assert re.match(r"^deployctl, version \d+\.\d+", out.stdout)
+
+
+def test_bare_command_groups_show_their_help() -> None:
+    for argv in ([], ["dlq"], ["keys"]):
+        out = subprocess.run([DEPLOYCTL, *argv], capture_output=True, text=True)
+        assert out.returncode == 2
+        assert out.stderr.startswith("Usage: deployctl") and "Commands:" in out.stderr

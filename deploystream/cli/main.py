@@ -124,6 +124,9 @@ def _exit_code(raised: BaseException) -> int:
     match exc:
         case click.exceptions.Exit():
             return int(exc.exit_code)
+        case click.exceptions.NoArgsIsHelpError():  # `deployctl` alone: the help, as is
+            exc.show()
+            return EXIT_BAD_INPUT
         case click.UsageError():
             hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
             _error(exc.format_message() + hint)

@@ -95,10 +95,10 @@ class IdempotencyConflictError(BadInputError):
 
 def parameters_digest(job: Job) -> str:
     """What makes two submissions "the same request": every job field except its
-    identity and time (request id, submitted_at) and the sealed values, which differ
-    on every sealing (secrets count by name, the GitHub token by presence)."""
+    identity and times (request id, submitted_at, expires_at) and the sealed values,
+    which differ on every sealing (secrets count by name, the GitHub token by presence)."""
     fields = msgspec.structs.asdict(job)
-    for name in ("request_id", "submitted_at"):
+    for name in ("request_id", "submitted_at", "expires_at"):
         fields.pop(name, None)
     fields["secrets"] = sorted(job.secrets)
     if "github_token" in fields:

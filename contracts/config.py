@@ -38,6 +38,7 @@ class StreamsSection(_Section, frozen=True):
     provision: Name = "ansible.provision"
     events_prefix: Name = "ansible.events"
     dead_suffix: Name = ".dead"
+    handover_suffix: Name = ".handover"
     control: Name = "ansible.control"
     idempotency_prefix: Name = "deploystream.idem"
     executors_prefix: Name = "deploystream.executor"
@@ -95,6 +96,10 @@ class StreamsConfig(_Section, frozen=True):
 
     def dead_key(self, job_stream: str) -> str:
         return f"{job_stream}{self.streams.dead_suffix}"
+
+    def handover_key(self, job_stream: str, executor: str) -> str:
+        """An executor's inbox of entries handed to it (``executor.handover``)."""
+        return f"{job_stream}{self.streams.handover_suffix}:{executor}"
 
     def idempotency_key(self, key: str) -> str:
         return f"{self.streams.idempotency_prefix}:{key}"

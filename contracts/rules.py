@@ -96,6 +96,11 @@ def _check_value(value: object, field: str) -> None:
             raise RuleError(f"{path}: unsupported value type {type(item).__name__}")
 
 
+def reserved_var(name: str) -> bool:
+    """A variable no job may ever set (nor a playbook declare as settable)."""
+    return bool(_FORBIDDEN_VAR.fullmatch(name))
+
+
 def check_extra_vars(extra_vars: dict[str, object]) -> None:
     for key in extra_vars:
         if not _VAR_NAME.fullmatch(key):

@@ -24,6 +24,7 @@ from redis.exceptions import ResponseError
 from contracts import StreamsConfig
 from deploystream.keys import ExecutorKeys
 from deploystream.retry import redis_call, retryable
+from executor.handover import Handover
 from executor.job_lock import LockScripts
 from executor.ownership import Owned
 from executor.publisher import Lua
@@ -59,6 +60,7 @@ class ExecutorCore:
         self.group = config.groups.executors
         self.lua = Lua(redis)
         self.lock_scripts = LockScripts(redis)
+        self.handover = Handover(redis, config, self.name)
         self._owned: dict[tuple[str, str], Owned] = {}
         self._slots = anyio.Semaphore(config.executor.concurrency)
         self._capacity = anyio.Event()
@@ -78,6 +80,10 @@ class ExecutorCore:
             except ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
+        for stream in self.config.job_streams:
+            # A member of the group from the start: the submit side and other executors
+            # find live executors through the group's consumers (deploystream.presence).
+            await self.redis.xgroup_createconsumer(stream, self.group, self.name)
 
     def stop(self) -> None:
         """Stop taking work (SIGTERM). Running jobs get the grace period; a second

@@ -2,14 +2,17 @@
 
 Order matters: size first, then the signature, before the payload is decoded, so a
 forged entry is never parsed into a job; then the schema, the rules
-(:mod:`contracts.rules`), the playbook allow-list, the signed expiry's presence (it
-is checked against Redis's clock in START, see :mod:`executor.freshness`) and the
-binding of every sealed value to this job (:mod:`executor.unseal`). Pure except for
-reading the allow-list.
+(:mod:`contracts.rules`), the playbook allow-list and the extra vars that playbook
+declares (:mod:`contracts.playbook_vars`), the signed expiry's presence (it is checked
+against Redis's clock in START, see :mod:`executor.freshness`) and the binding of
+every sealed value to this job (:mod:`executor.unseal`). Pure except for checking
+that the playbook's file is still there.
 
 :func:`examine` never raises, whatever the entry holds (an exception would leave
 the entry pending, to be redelivered and crash again): every outcome is
-:class:`Accepted` or :class:`Rejected` with a short, redacted reason.
+:class:`Accepted`, :class:`Rejected` with a short, redacted reason, or
+:class:`NotOffered` -- a valid job for a playbook this executor does not have, which
+is not a reason to refuse it (another executor may have it: ``executor.handover``).
 """
 
 from __future__ import annotations
@@ -42,6 +45,13 @@ class Accepted:
 
 
 @dataclass(frozen=True)
+class NotOffered:
+    """Signed and valid, but for a playbook this executor does not have."""
+
+    job: Job
+
+
+@dataclass(frozen=True)
 class Rejected:
     reason: str
     request_id: str | None
@@ -70,7 +80,7 @@ def examine(
     fields: dict[bytes, bytes],
     keys: ExecutorKeys,
     settings: ExecutorSettings,
-) -> Accepted | Rejected:
+) -> Accepted | Rejected | NotOffered:
     try:
         return _examine(stream, fields, keys, settings)
     except Exception as exc:  # a bug here must not turn an entry into a poison pill
@@ -82,7 +92,7 @@ def _examine(
     fields: dict[bytes, bytes],
     keys: ExecutorKeys,
     settings: ExecutorSettings,
-) -> Accepted | Rejected:
+) -> Accepted | Rejected | NotOffered:
     payload = fields.get(b"job")
     if payload is None:
         return Rejected("malformed entry: no 'job' field", None)
@@ -109,12 +119,13 @@ def _examine(
         check_job(job, allow_file_repos=settings.allow_file_repos)
     except RuleError as exc:
         return Rejected(f"rule: {exc}", job.request_id)
-    playbook = settings.playbook_path(job.playbook)
+    playbook = settings.catalog.get(job.playbook)
     if playbook is None:
-        return Rejected(
-            f"rule: playbook {job.playbook!r} is not in this executor's project dir",
-            job.request_id,
-        )
+        return NotOffered(job)
+    try:
+        playbook.declared.check(job.playbook, job.extra_vars)
+    except RuleError as exc:
+        return Rejected(f"rule: {exc}", job.request_id)
     if job.expires_at is None:
         return Rejected(
             "rule: the job carries no signed expiry (signed by an older version): submit it again",
@@ -124,4 +135,4 @@ def _examine(
         open_secrets(keys, job)  # refused here, before anything runs; values dropped
     except UnsealError as exc:
         return Rejected(f"secrets: {exc}", job.request_id)
-    return Accepted(job, playbook, job_digest(payload))
+    return Accepted(job, playbook.path, job_digest(payload))

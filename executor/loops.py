@@ -3,7 +3,9 @@
 - ``_lease_loop``    renews every entry this executor owns (fenced, see scripts);
 - ``_adopt_loop``    claims entries idle past the lease (their owner died);
 - ``_control_loop``  listens for cancel broadcasts;
-- ``_presence_loop`` keeps ``deploystream.executor:<name>`` fresh for ``status``.
+- ``_presence_loop`` keeps ``deploystream.executor:<name>`` fresh for ``status``
+  and the submit side (the playbooks it offers and the vars they declare);
+- ``_handover_loop``  takes the entries other executors hand to it.
 
 Each retries through ``_recover`` and never dies (see ``executor.worker``).
 """
@@ -23,7 +25,10 @@ from redis.exceptions import ResponseError
 
 from contracts import decode_control
 from contracts.codec import DecodeError
+from contracts.playbook_vars import encode_offers
+from deploystream.presence import presence_period_s, presence_ttl_s
 from executor.core import ExecutorCore
+from executor.handover import Note
 from executor.ownership import Owned
 
 
@@ -196,9 +201,13 @@ class BackgroundLoops(ExecutorCore):
                             o.canceled_by = cmd.by
                             o.cancel.set()
 
-    async def _presence_loop(self) -> None:
+    async def _presence_loop(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         key = self.config.executor_key(self.name)
-        ttl = max(3, self.config.executor.lease_ms * 3 // 1000)
+        ttl = presence_ttl_s(self.config)
+        offers = encode_offers(self.settings.catalog.offers())
+        started = False
         while True:
             try:
                 await self.redis.hset(  # type: ignore[misc]
@@ -218,14 +227,47 @@ class BackgroundLoops(ExecutorCore):
                         "playbooks": ",".join(self.settings.playbook_names()),
                         # Whether it clones file:// repos (the CLI refuses them otherwise).
                         "file_repos": int(self.settings.allow_file_repos),
+                        "vars": offers,
                     },
                 )
                 await self.redis.expire(key, ttl)
             except Exception as exc:
+                if not started:
+                    started = True
+                    task_status.started()
                 await self._recover("presence", exc)
                 continue
             self._ok("presence")
-            await anyio.sleep(min(5.0, ttl / 3))
+            if not started:
+                started = True
+                task_status.started()
+            await anyio.sleep(presence_period_s(self.config))
+
+    async def _handover_loop(self, tg: TaskGroup) -> None:
+        block_s = max(0.1, self.config.executor.block_ms / 1000)
+        while True:
+            try:
+                for note in await self.handover.receive(block_s):
+                    await self._take_handed(note, tg)
+            except Exception as exc:
+                await self._recover("handover", exc)
+                continue
+            self._ok("handover")
+
+    async def _take_handed(self, note: Note, tg: TaskGroup) -> None:
+        """Run an entry another executor handed to us (still ours at that count)."""
+        if (note.stream, note.entry_id) in self._owned:
+            return
+        fields = await self.handover.still_ours(note)
+        if fields is None or (note.stream, note.entry_id) in self._owned:
+            return
+        owned = Owned(note.stream, note.entry_id, delivery=note.delivery)
+        if self._stopping.is_set():
+            await self._release(owned)  # give it straight back, for the next adopter
+            return
+        self._owned[(note.stream, note.entry_id)] = owned
+        self.log.info("handover.taken", entry=note.entry_id, delivery=note.delivery)
+        tg.start_soon(self._handle, owned, fields, None)
 
     async def _handle(
         self,

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import os
-import re
 import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from executor.playbooks import Catalog
+
 DEFAULT_PROJECT_DIR = Path(__file__).resolve().parent / "ansible_project"
-# The same shape contracts.jobs.PlaybookName allows, checked again here: the
-# allow-list must hold on its own, whoever built the job.
-_PLAYBOOK_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
 
 
 def default_name() -> str:
@@ -33,6 +32,11 @@ class ExecutorSettings:
     python: str = sys.executable
     metrics_port: int | None = None
 
+    @functools.cached_property
+    def catalog(self) -> Catalog:
+        """The playbooks of ``project_dir``, read once (raises ProjectDirError)."""
+        return Catalog.load(self.project_dir)
+
     def playbook_path(self, name: str) -> Path | None:
         """The allow-list: ``NAME`` is ``project_dir/NAME.yml`` and nothing else.
 
@@ -40,13 +44,8 @@ class ExecutorSettings:
         it can only name a file directly in the project dir; that file must exist.
         (A symlink placed there by the operator is followed: the dir is theirs.)
         """
-        if not _PLAYBOOK_NAME.fullmatch(name):
-            return None
-        path = self.project_dir / f"{name}.yml"
-        try:
-            return path if path.is_file() else None
-        except OSError:
-            return None
+        playbook = self.catalog.get(name)
+        return playbook.path if playbook is not None else None
 
     def playbook_names(self) -> list[str]:
-        return sorted(p.stem for p in self.project_dir.glob("*.yml"))
+        return self.catalog.names()

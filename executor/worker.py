@@ -6,7 +6,9 @@ One anyio task group holds everything:
 - ``_lease_loop``    renews every entry this executor owns (fenced, see scripts);
 - ``_adopt_loop``    claims entries idle past the lease (their owner died);
 - ``_control_loop``  listens for cancel broadcasts;
-- ``_presence_loop`` keeps ``deploystream.executor:<name>`` fresh for ``status``;
+- ``_presence_loop`` keeps ``deploystream.executor:<name>`` fresh (``status``, and
+  the playbooks and declared vars it offers);
+- ``_handover_loop`` takes entries other executors handed to it (``executor.handover``);
 - one ``_handle`` task per entry: intake -> dedupe -> run -> result + ACK.
 
 Semantics (DESIGN.md "Executor semantics"), as implemented here:
@@ -48,6 +50,9 @@ Semantics (DESIGN.md "Executor semantics"), as implemented here:
   With Redis unreachable the runs are stopped all the same, and after a short
   wrap-up the executor gives up its pending writes and exits (the entries stay
   pending in Redis and are adopted once it is back).
+- **Playbooks it lacks.** A valid job for a playbook this executor does not have
+  is handed to a live executor that has it (its delivery count kept), and
+  dead-lettered only when none is alive (``executor.handover``).
 - **Redis trouble.** Every loop retries with backoff on connection errors and
   busy/loading replies, recreates the group on NOGROUP, and logs anything else
   without dying.
@@ -106,7 +111,6 @@ class Executor(BackgroundLoops, DeadLetters, PlaybookRun):
                 break
             except Exception as exc:
                 await self._recover("start", exc)
-        self.log.info("executor.started", concurrency=self.config.executor.concurrency)
         async with anyio.create_task_group() as tg:
             background = anyio.CancelScope()
 
@@ -115,11 +119,18 @@ class Executor(BackgroundLoops, DeadLetters, PlaybookRun):
                     async with anyio.create_task_group() as bg:
                         bg.start_soon(self._lease_loop)
                         bg.start_soon(self._adopt_loop, tg)
+                        bg.start_soon(self._handover_loop, tg)
                         await bg.start(self._control_loop)
-                        bg.start_soon(self._presence_loop)
+                        # Started means advertised: a submit right after sees it.
+                        await bg.start(self._presence_loop)
                         task_status.started()
 
             await tg.start(run_background)
+            self.log.info(
+                "executor.started",
+                concurrency=self.config.executor.concurrency,
+                playbooks=self.settings.playbook_names(),
+            )
             task_status.started()
             await self._read_loop(tg)
             if not await self._drain():
@@ -236,6 +247,9 @@ class Executor(BackgroundLoops, DeadLetters, PlaybookRun):
         delivery = owned.delivery
         attempt_no = attempt_base(fields) + delivery
         verdict = intake.examine(owned.stream, fields, self.keys, self.settings)
+        if isinstance(verdict, intake.NotOffered):
+            await self._not_offered(owned, fields, verdict.job, attempt_no)
+            return
         if isinstance(verdict, intake.Rejected):
             await self._dead_letter(
                 owned,
@@ -374,6 +388,32 @@ class Executor(BackgroundLoops, DeadLetters, PlaybookRun):
         reason, mode = refusal(state, detail)
         await self._dead_letter(
             owned, fields, reason, job.request_id, mode=mode, attempt_no=attempt_no
+        )
+        self.metrics.job_refused(job_kind(job), "rejected")
+
+    async def _not_offered(
+        self, owned: Owned, fields: dict[bytes, bytes], job: Job, attempt_no: int
+    ) -> None:
+        """A valid job for a playbook we lack: hand it to a live executor that has it,
+        dead-letter it only when there is none (``executor.handover``)."""
+        owned.request_id = job.request_id
+        bound = self.log.bind(request_id=job.request_id)
+        if owned.delivery > self.config.executor.max_deliveries:
+            await self._too_many_deliveries(owned, fields, job, attempt_no)
+            return
+        target = await self.handover.give(owned, job.playbook)
+        if target is not None:
+            bound.info("job.handed_over", playbook=job.playbook, to=target, entry=owned.entry_id)
+            return
+        if owned.lost:
+            bound.warning("job.released", lost=True, at="handover")
+            return
+        reason = (
+            f"no live executor offers playbook {job.playbook!r} "
+            f"(executor {self.name} has: {', '.join(self.settings.playbook_names())})"
+        )
+        await self._dead_letter(
+            owned, fields, reason, job.request_id, mode="rejected", attempt_no=attempt_no
         )
         self.metrics.job_refused(job_kind(job), "rejected")
 

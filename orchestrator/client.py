@@ -50,12 +50,16 @@ from contracts.requests import DeployRequest
 from deploystream.errors import BadInputError, KeyMaterialError, StreamGapError
 from deploystream.generations import STATE_FN
 from deploystream.keys import OrchestratorKeys
+from deploystream.presence import LiveOffers
 from deploystream.retry import redis_call
 
 log = structlog.get_logger(__name__)
 
 # Entries per XREAD of a request's stream.
 _READ_COUNT = 1000
+
+# How long what live executors offer is trusted before it is read again.
+_OFFERS_MAX_AGE_S = 1.0
 
 # KEYS: [idempotency key,] events key, job stream.
 # ARGV: request id, idempotency ttl, submitted event, job payload, sig, kid, jobs maxlen,
@@ -242,10 +246,22 @@ class StreamClient:
         self.name = name
         self._submit_script = redis.register_script(_SUBMIT)
         self._cancel_script = redis.register_script(_CANCEL)
+        self._offers: tuple[float, LiveOffers] | None = None
+
+    async def offers(self) -> LiveOffers:
+        """What live executors offer (their playbooks and declared vars), read at most
+        once a second."""
+        now = time.monotonic()
+        if self._offers is None or now - self._offers[0] > _OFFERS_MAX_AGE_S:
+            self._offers = (now, await redis_call(lambda: LiveOffers.read(self.redis, self.config)))
+        return self._offers[1]
 
     async def submit(self, job: Job) -> str:
         """Sign and enqueue ``job`` (its ``submitted`` event first); returns the request
         id that owns it (another one's when the idempotency key was taken).
+
+        Refused (BadInputError, nothing written) when no live executor offers its
+        playbook, or one that does would refuse its extra vars (``deploystream.presence``).
 
         The job's ``expires_at`` is stamped here, inside the signature: Redis's clock
         now plus ``job-validity-s``. Executors compare it with the same clock (TIME in
@@ -253,6 +269,7 @@ class StreamClient:
         """
         if self.keys is None:
             raise BadInputError("submitting needs the orchestrator signing key")
+        (await self.offers()).check(job)
         cfg = self.config
         stream = cfg.stream_for_kind(job_kind(job))
         now = await self.redis_time()

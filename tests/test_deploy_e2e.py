@@ -117,8 +117,6 @@ def test_failed_health_check_is_failed_not_success(
         "--service-port",
         str(free_port()),
         "--json",
-        "--extra-var",
-        "health_retries=3",
         redis_url=redis_url,
         keys_dir=keys_dir,
     )

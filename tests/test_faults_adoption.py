@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 def test_kill9_executor_mid_run_is_adopted_and_succeeds(tmp_path: Path) -> None:
     with fault_env(tmp_path, concurrency=1) as env:
         env.start_executors("ex-a", "ex-b")
-        marker = "7.4113"  # unique: `sleep 7.4113` is this run's task process
+        marker = 7.4113  # unique: `sleep 7.4113` is this run's task process
         rid = env.submit("sleep", extra_vars={"sleep_s": marker})
         env.wait_event(rid, lambda e: isinstance(e, TaskStarted) and e.task == "Sleep")
         victim = env.owner(rid)

@@ -15,12 +15,12 @@ from tests.faults_support import check_stream, fault_env, pids_matching, wait_fo
 pytestmark = pytest.mark.slow
 
 
-def _unique_sleep() -> str:
+def _unique_sleep() -> float:
     # `sleep 61.NNN` with a per-test duration: its command line identifies this run.
-    return f"61.{random.randrange(100, 999)}"
+    return float(f"61.{random.randrange(100, 999)}")
 
 
-def _no_run_left(base: Path, marker: str) -> None:
+def _no_run_left(base: Path, marker: float) -> None:
     wait_gone(f"sleep {marker}")
     # Nor any ansible-playbook of this test's executors (their run dirs live in base).
     wait_gone(f"{base}/work/run-")

@@ -116,7 +116,7 @@ def test_publish_and_finish_are_idempotent_when_retried(server: EmbeddedRedis) -
 def test_executor_that_loses_its_lease_stops_and_publishes_nothing_more(
     tmp_path: Path,
 ) -> None:
-    marker = "47.281"
+    marker = 47.281
     with fault_env(tmp_path) as env:
         ex = env.start_executor("ex-a")
         rid = env.submit("sleep", extra_vars={"sleep_s": marker})

@@ -42,7 +42,7 @@ def test_sigterm_lets_the_running_job_finish_and_takes_no_new_work(tmp_path: Pat
 
 
 def test_sigterm_with_zero_grace_gives_the_job_back_for_adoption(tmp_path: Path) -> None:
-    marker = "5.517"
+    marker = 5.517
     with fault_env(tmp_path, grace_s=0, concurrency=1) as env:
         env.start_executors("ex-a", "ex-b")
         rid = env.submit("sleep", extra_vars={"sleep_s": marker})
@@ -67,7 +67,7 @@ def test_sigterm_with_zero_grace_gives_the_job_back_for_adoption(tmp_path: Path)
 
 
 def test_sigterm_while_redis_is_down_still_exits_and_loses_nothing(tmp_path: Path) -> None:
-    marker = "6.283"
+    marker = 6.283
     with fault_env(tmp_path, grace_s=0) as env:
         ex = env.start_executor("ex-a")
         rid = env.submit("sleep", extra_vars={"sleep_s": marker})

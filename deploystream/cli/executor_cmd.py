@@ -31,7 +31,9 @@ from deploystream.cli.app import App
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     envvar="DEPLOYSTREAM_PROJECT_DIR",
     show_envvar=True,
-    help="Ansible project dir: playbook NAME is DIR/NAME.yml (the allow-list).",
+    help="Ansible project dir: playbook NAME is DIR/NAME.yml (the allow-list); the extra "
+    "vars a job may set for it are declared in DIR/NAME.vars.toml (none without one). "
+    "Read at start; an executor without playbooks refuses to start.",
 )
 @click.option(
     "--lease-ms",
@@ -96,7 +98,18 @@ def executor(
     allow_file_repos: bool,
     shutdown_grace: float | None,
 ) -> int:
-    """Run an executor: consume job streams and run playbooks with ansible-runner."""
+    """Run an executor: consume job streams and run playbooks with ansible-runner.
+
+    It runs only the playbooks of its project dir; a job for another playbook is
+    handed to a live executor that has it. A job may set only the extra vars its
+    playbook declares next to it, e.g. DIR/sleep.vars.toml:
+
+    \b
+        [vars.sleep_s]
+        type = "float"   # str | int | float | bool | list
+        min = 0
+        max = 3600
+    """
     from executor.service import run_executor
     from executor.settings import ExecutorSettings
 
@@ -120,6 +133,9 @@ def executor(
         from dataclasses import replace
 
         settings = replace(settings, **overrides)  # type: ignore[arg-type]
+    # Read now: a project dir without playbooks (or with a bad declaration) is refused
+    # here, exit 2, rather than taking jobs it cannot run.
+    settings.playbook_names()
     keys = app.executor_keys()
 
     async def main() -> int:

@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 import click
+import msgspec
 
 from contracts import DeployJob, Job, Result
 from deploystream.cli.app import EXIT_JOB_FAILED, EXIT_OK, App
@@ -23,6 +24,7 @@ from deploystream.cli.params import HTTP_URL, KEY_VALUE, REQUEST_ID, SECRET_VALU
 from deploystream.cli.validate import named, require
 from deploystream.errors import BadInputError, FieldError
 from deploystream.keys import OrchestratorKeys
+from deploystream.presence import CLI_LABELS
 from orchestrator.client import StreamClient
 from orchestrator.job_builder import as_retry, build_deploy_job, build_provision_job
 
@@ -36,29 +38,17 @@ async def _client(app: App) -> StreamClient:
     return StreamClient(await app.redis(), app.config)
 
 
-async def check_executors(client: StreamClient, job: Job) -> None:
+async def check_executors(client: StreamClient, job: Job, *, texts: bool = True) -> Job:
     """Refuse what no live executor would run (when executors announce it): a playbook
-    none offers, a ``file://`` repository none accepts."""
-    offered: set[str] = set()
-    file_repos: set[bytes] = set()
-    prefix = client.config.executor_key("")
-    async for key in client.redis.scan_iter(match=f"{prefix}*", count=100):
-        presence = await client.redis.hgetall(key)  # type: ignore[misc]
-        if presence.get(b"playbooks"):
-            offered.update(presence[b"playbooks"].decode().split(","))
-        if b"file_repos" in presence:
-            file_repos.add(presence[b"file_repos"])
-    if offered and job.playbook not in offered:
-        raise BadInputError(
-            f"--playbook: unknown playbook {job.playbook!r}; executors offer: "
-            f"{', '.join(sorted(offered))}"
-        )
-    repo = job.repo if isinstance(job, DeployJob) else ""
-    if repo.startswith("file:") and file_repos and b"1" not in file_repos:
-        raise BadInputError(
-            "--repo: no live executor accepts file:// repositories (executor "
-            "--allow-file-repos); use https://, ssh://, git@host:path or owner/name"
-        )
+    none offers, extra vars it does not declare, a ``file://`` repository none accepts.
+    With ``texts``, ``--extra-var`` values are first converted to the declared types;
+    returns the job as it will be submitted."""
+    offers = await client.offers()
+    if texts and job.extra_vars:
+        typed = offers.typed_vars(job.playbook, job.extra_vars, CLI_LABELS)
+        job = msgspec.structs.replace(job, extra_vars=typed)
+    offers.check(job, CLI_LABELS)
+    return job
 
 
 def exit_code(results: dict[str, Result]) -> int:
@@ -66,9 +56,15 @@ def exit_code(results: dict[str, Result]) -> int:
 
 
 async def submit_and_follow(
-    client: StreamClient, job: Job, *, detach: bool, json: bool, cancel_on_interrupt: bool = False
+    client: StreamClient,
+    job: Job,
+    *,
+    detach: bool,
+    json: bool,
+    cancel_on_interrupt: bool = False,
+    texts: bool = True,
 ) -> int:
-    await check_executors(client, job)
+    job = await check_executors(client, job, texts=texts)
     if detach:
         request_id = await client.submit(job)
         if json:
@@ -114,7 +110,9 @@ EXTRA_VAR_OPT = click.option(
     "extra_vars",
     type=KEY_VALUE,
     multiple=True,
-    help="Extra variable K=V (not secret; no ansible_* names). Repeatable.",
+    help="Extra variable K=V (not secret), converted to its declared type: only a variable "
+    "the playbook declares in NAME.vars.toml next to it (`deployctl executor --help` shows "
+    "one). Repeatable.",
 )
 # Post-deploy integrations: ``deploy`` and ``retry`` of a deploy take the same ones.
 POST_DEPLOY_OPTS = (
@@ -288,7 +286,8 @@ def deploy(app: App, /, **opts: Any) -> int:
         client = StreamClient(await app.redis(), app.config, keys)
         if opts["detach"]:
             return await submit_and_follow(client, job, detach=True, json=opts["json_out"])
-        await check_executors(client, job)
+        job_ = await check_executors(client, job)
+        opts["extra_vars"] = tuple(job_.extra_vars.items())  # as the declared types
         # The graph (langgraph) is imported only now, after every check has passed.
         from deploystream.cli.deploy_graph import deploy_with_graph
 
@@ -451,7 +450,7 @@ def retry(app: App, /, request_id: str, **opts: Any) -> int:
         # What gets signed anew, always said (on stderr, so --json stays parseable).
         click.echo(f"retrying {rid} as {job.request_id}: {_resigned(job)}", err=True)
         if isinstance(job, DeployJob) and not opts["detach"]:
-            await check_executors(client, job)
+            await check_executors(client, job, texts=False)
             from deploystream.cli.deploy_graph import retry_with_graph
 
             return await retry_with_graph(client, keys, job, opts)
@@ -461,6 +460,7 @@ def retry(app: App, /, request_id: str, **opts: Any) -> int:
             detach=opts["detach"],
             json=opts["json_out"],
             cancel_on_interrupt=opts["cancel_on_interrupt"],
+            texts=False,  # the original job's values, already typed
         )
 
     return run(main)

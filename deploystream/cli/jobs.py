@@ -259,7 +259,11 @@ def deploy(app: App, /, **opts: Any) -> int:
         }
         require(
             given,
-            {"--project": "the service name", "--repo": "its git URL", "--service-port": "N"},
+            {
+                "--project": "the service name",
+                "--repo": "its git URL",
+                "--service-port": "the port it listens on",
+            },
             "" if opts["detach"] else " (or --project-id with --api-url to look them up)",
         )
     keys = app.orchestrator_keys()

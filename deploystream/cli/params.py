@@ -18,7 +18,7 @@ _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # A request id as contracts.jobs.RequestId has it; the CLI prints 8-character prefixes.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 _ENTRY_ID = re.compile(r"^[0-9]{1,20}(-[0-9]{1,20})?\Z")
-_LONG_WORD = re.compile(r"\S{81,}")
+_LONG_WORD = re.compile(r"\S{201,}")  # longer than any URL or path worth reading
 
 # Echoed values longer than this are cut (a 100 KB id is not a message).
 SHOWN_MAX = 60
@@ -35,7 +35,7 @@ def shown(value: object, limit: int = SHOWN_MAX) -> str:
 def one_line(message: str, limit: int = 400) -> str:
     """A message as one readable line: no newlines, no endless words, bounded length."""
     text = " ".join(message.split())
-    text = _LONG_WORD.sub(lambda m: m.group(0)[:SHOWN_MAX] + f"…({len(m.group(0))} chars)", text)
+    text = _LONG_WORD.sub(lambda m: m.group(0)[:120] + f"…({len(m.group(0))} chars)", text)
     return text if len(text) <= limit else text[:limit] + "…"
 
 

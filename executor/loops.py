@@ -76,7 +76,8 @@ class BackgroundLoops(ExecutorCore):
             for o, ok in zip(owned, replies, strict=True):
                 if isinstance(ok, Exception):
                     self.log.warning("lease.renew_error", entry=o.entry_id, error=str(ok))
-                elif not ok and not o.lost:
+                elif not ok and not o.lost and (o.stream, o.entry_id) in self._owned:
+                    # (An entry handed over meanwhile is no longer ours: not a loss.)
                     self.log.error("lease.lost", request_id=o.request_id, entry=o.entry_id)
                     self._lose(o)
             await self._renew_locks(owned)

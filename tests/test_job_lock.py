@@ -65,6 +65,7 @@ def _deploys(
     refs: list[str],
     timeout_s: int = 900,
     playbook: str = "record_run",
+    **extra_vars: Any,
 ) -> list[DeployJob]:
     keys = OrchestratorKeys.load(keys_dir)
     return [
@@ -75,6 +76,7 @@ def _deploys(
             ref=ref,
             playbook=playbook,
             timeout_s=timeout_s,
+            extra_vars=extra_vars,
         )
         for ref in refs
     ]
@@ -86,6 +88,32 @@ def _submit(config: StreamsConfig, keys_dir: Path, jobs: list[DeployJob]) -> lis
 
     ids: list[str] = _client_call(config, keys_dir, all_of)
     return ids
+
+
+def _until(rclient: redis.Redis, config: StreamsConfig, rid: str, kind: type) -> list[Event]:
+    deadline = time.monotonic() + 90
+    while True:
+        events = read_events(rclient, config, rid)
+        if any(isinstance(e, kind) for e in events):
+            return events
+        assert time.monotonic() < deadline, events
+        time.sleep(0.05)
+
+
+def _holder_then_waiter(
+    rclient: redis.Redis,
+    config: StreamsConfig,
+    keys_dir: Path,
+    holder: DeployJob,
+    waiter: DeployJob,
+) -> tuple[str, str]:
+    """Submit ``holder``; once its playbook runs (it holds the lock), ``waiter``,
+    until that one waits. (Submitted at the same moment, either may get the lock.)"""
+    (first,) = _submit(config, keys_dir, [holder])
+    _until(rclient, config, first, PlaybookStarted)
+    (second,) = _submit(config, keys_dir, [waiter])
+    _until(rclient, config, second, Waiting)
+    return first, second
 
 
 def _runs(path: Path) -> tuple[dict[str, tuple[float, float]], list[str]]:
@@ -208,11 +236,9 @@ def test_cancel_of_a_waiting_deploy(
 ) -> None:
     executors.project_dir = ANSIBLE_DIR
     executors.start("ex-a", "--concurrency", "2")
-    first, second = _submit(config, keys_dir, _deploys(keys_dir, "same", ["r1", "r2"]))
-    deadline = time.monotonic() + 60
-    while not any(isinstance(e, Waiting) for e in read_events(rclient, config, second)):
-        assert time.monotonic() < deadline, read_events(rclient, config, second)
-        time.sleep(0.05)
+    first, second = _holder_then_waiter(
+        rclient, config, keys_dir, *_deploys(keys_dir, "same", ["r1", "r2"])
+    )
     out = deployctl("cancel", second, redis_url=redis_url, keys_dir=keys_dir)
     assert out.returncode == 0, out.stdout + out.stderr
     events = wait_for_result(rclient, config, second)
@@ -280,7 +306,7 @@ def test_the_wait_counts_against_neither_timeout_nor_lease(
     timeout_s = 30  # generous: a loaded CI machine can take 10 s to start Ansible
     (holder,) = _deploys(keys_dir, "same", ["h"], playbook="sleep")  # sleeps 60 s
     (waiter,) = _deploys(keys_dir, "same", ["w"], timeout_s=timeout_s, playbook="quick")
-    first, second = _submit(config, keys_dir, [holder, waiter])
+    first, second = _holder_then_waiter(rclient, config, keys_dir, holder, waiter)
     deadline = time.monotonic() + 60
     while True:  # until the waiter has waited longer than its whole timeout
         events = read_events(rclient, config, second)
@@ -336,15 +362,12 @@ def test_sigterm_gives_a_waiting_job_back_at_once(
     executors.project_dir = ANSIBLE_DIR
     lease = ("--lease-ms", "1000")
     ex_a = executors.start("ex-a", "--concurrency", "2", *lease)
-    holder, waiter = _submit(
-        config,
-        keys_dir,
-        _deploys(keys_dir, "same", ["h"]) + _deploys(keys_dir, "same", ["w"], playbook="quick"),
-    )
-    deadline = time.monotonic() + 60
-    while not any(isinstance(e, Waiting) for e in read_events(rclient, config, waiter)):
-        assert time.monotonic() < deadline, read_events(rclient, config, waiter)
-        time.sleep(0.05)
+    holder, waiter = _holder_then_waiter(
+        rclient, config, keys_dir,
+        # The holder runs long enough to start ex-b, and ends within ex-a's grace.
+        *_deploys(keys_dir, "same", ["h"], playbook="sleep", sleep_s=15),
+        *_deploys(keys_dir, "same", ["w"], playbook="quick"),
+    )  # fmt: skip
     executors.start("ex-b", *lease)
     assert ex_a.terminate(timeout=60) == 0, ex_a.output()  # the holder finishes first
     held = wait_for_result(rclient, config, holder)

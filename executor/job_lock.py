@@ -21,8 +21,9 @@ In Redis (keys from ``streams.toml`` ``locks-prefix``, see
 ACQUIRE takes all of a job's scopes at once or none (no deadlock between jobs that
 share some hosts), fenced by the job entry's ownership like every other step, and
 only when no earlier waiter is queued on any of them (a later deploy never overtakes
-an earlier one that waits; two that ask at the same instant on a free lock race). A later delivery of the same request
-(an adopter, fenced above) takes over the lock its previous owner left.
+an earlier one that waits; two that ask at the same instant on a free lock race).
+A later delivery of the same request (an adopter, fenced above) takes over the lock
+its previous owner left.
 
 While it waits, the job has been accepted (its lease is renewed as for a running
 job) and publishes a ``waiting`` event naming what it waits for; its timeout starts

@@ -36,7 +36,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-from contracts.rules import RuleError, reserved_var
+from contracts.rules import RuleError, reserved_var, shown
 
 DECLARATION_SUFFIX = ".vars.toml"
 
@@ -53,11 +53,6 @@ _FALSE = frozenset({"false", "no", "off", "0"})
 
 class DeclarationError(ValueError):
     """A declaration file is not valid; the message names the file and the key."""
-
-
-def _shown(value: object, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class VarSpec(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, rename="kebab"):
@@ -113,7 +108,7 @@ class VarSpec(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, ren
         if len(value) > cap:
             raise RuleError(f"{where}: longer than {cap} characters")
         if self.pattern is not None and not re.fullmatch(self.pattern, value):
-            raise RuleError(f"{where}: {_shown(value)} does not match {self.pattern}")
+            raise RuleError(f"{where}: {shown(value)} does not match {self.pattern}")
 
     def check(self, where: str, value: object) -> None:
         """Raise :class:`RuleError` unless ``value`` (as decoded from JSON) fits."""
@@ -145,7 +140,7 @@ class VarSpec(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, ren
             raise RuleError(f"{where}: {value} is not a finite number")
         if self.choices is not None and value not in self.choices:
             allowed = ", ".join(str(c) for c in self.choices)
-            raise RuleError(f"{where}: {_shown(value)} is not one of {allowed}")
+            raise RuleError(f"{where}: {shown(value)} is not one of {allowed}")
         if isinstance(value, int | float):
             if self.min is not None and value < self.min:
                 raise RuleError(f"{where}: {value} is below the minimum {self.min}")
@@ -163,11 +158,11 @@ class VarSpec(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, ren
                 if value.is_integer() and "." not in text and "e" not in text.lower():
                     value = int(value)
         except ValueError:
-            raise RuleError(f"{where}: {_shown(text)} is not {self.type}") from None
+            raise RuleError(f"{where}: {shown(text)} is not {self.type}") from None
         if self.type == "bool":
             word = text.strip().lower()
             if word not in _TRUE | _FALSE:
-                raise RuleError(f"{where}: {_shown(text)} is not true or false")
+                raise RuleError(f"{where}: {shown(text)} is not true or false")
             value = word in _TRUE
         elif self.type == "list":
             value = [item.strip() for item in text.split(",")] if text.strip() else []
@@ -200,7 +195,7 @@ class PlaybookVars(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
             spec = self.vars.get(name)
             if spec is None:
                 raise RuleError(
-                    f"{label} {_shown(name)} is not declared by playbook {playbook!r} "
+                    f"{label} {shown(name)} is not declared by playbook {playbook!r} "
                     f"({self.allowed()}; see {playbook}{DECLARATION_SUFFIX})"
                 )
             spec.check(f"{label} {name}", extra_vars[name])

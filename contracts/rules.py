@@ -59,8 +59,13 @@ class RuleError(ValueError):
     """A job that decodes but breaks a rule; the message names the field."""
 
 
-def _shown(text: str, limit: int = 80) -> str:
-    return repr(text if len(text) <= limit else text[:limit] + "…")
+def shown(value: object, limit: int = 60) -> str:
+    """A value for a message: its ``repr``, cut to about ``limit`` characters with its
+    full length noted (a 100 KB value is not a message)."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= limit:
+        return repr(text) if isinstance(value, str) else text
+    return repr(text[:limit]) + f"… ({len(text)} characters)"
 
 
 def check_text(value: str, field: str) -> None:
@@ -89,7 +94,7 @@ def _check_value(value: object, field: str) -> None:
                 if not isinstance(key, str):
                     raise RuleError(f"{path}: keys must be strings")
                 check_text(key, f"{path} key")
-                stack.append((sub, f"{path}.{_shown(key, 40)}", depth + 1))
+                stack.append((sub, f"{path}.{shown(key, 40)}", depth + 1))
         elif isinstance(item, list | tuple):
             stack.extend((sub, f"{path}[{i}]", depth + 1) for i, sub in enumerate(item))
         elif not (item is None or isinstance(item, bool | int | float)):
@@ -104,7 +109,7 @@ def reserved_var(name: str) -> bool:
 def check_extra_vars(extra_vars: dict[str, object]) -> None:
     for key in extra_vars:
         if not _VAR_NAME.fullmatch(key):
-            raise RuleError(f"extra_vars: {_shown(key)} is not a valid variable name")
+            raise RuleError(f"extra_vars: {shown(key)} is not a valid variable name")
         if _FORBIDDEN_VAR.fullmatch(key):
             raise RuleError(f"extra_vars: {key!r} may not be set by a job")
     _check_value(extra_vars, "extra_vars")
@@ -113,7 +118,7 @@ def check_extra_vars(extra_vars: dict[str, object]) -> None:
 def check_env_names(names: list[str], field: str) -> None:
     for name in names:
         if not _ENV_NAME.fullmatch(name):
-            raise RuleError(f"{field}: {_shown(name)} is not a valid environment variable name")
+            raise RuleError(f"{field}: {shown(name)} is not a valid environment variable name")
 
 
 def check_host(host: str, field: str = "target.host") -> None:
@@ -126,7 +131,7 @@ def check_host(host: str, field: str = "target.host") -> None:
     except ValueError:
         pass
     if len(host) > 253 or not _HOSTNAME.fullmatch(host) or host.replace(".", "").isdigit():
-        raise RuleError(f"{field}: {_shown(host)} is not a host name or IP address")
+        raise RuleError(f"{field}: {shown(host)} is not a host name or IP address")
 
 
 def _check_repo_host(host: str, repo: str) -> None:
@@ -138,29 +143,29 @@ def _check_repo_host(host: str, repo: str) -> None:
     except ValueError:
         pass
     if not host or not _HOSTNAME.fullmatch(host):
-        raise RuleError(f"repo: {_shown(repo)} does not name a valid host")
+        raise RuleError(f"repo: {shown(repo)} does not name a valid host")
 
 
 def check_repo(repo: str, *, allow_file: bool) -> None:
     """https, ssh (``ssh://`` or ``git@host:path``), ``owner/name``; ``file://`` if allowed."""
     if _SHELL_META.search(repo) or repo.startswith("-"):
-        raise RuleError(f"repo: {_shown(repo)} contains characters not allowed in a repository URL")
+        raise RuleError(f"repo: {shown(repo)} contains characters not allowed in a repository URL")
     if _OWNER_REPO.fullmatch(repo):
         if any(part in (".", "..") for part in repo.split("/")):
-            raise RuleError(f"repo: {_shown(repo)} is not owner/name")
+            raise RuleError(f"repo: {shown(repo)} is not owner/name")
         return
     scp = re.fullmatch(r"([A-Za-z0-9_.-]+)@([^:/]+):(.+)", repo)
     if scp and "://" not in repo:
         _check_repo_host(scp.group(2), repo)
         if scp.group(3).startswith("-"):
-            raise RuleError(f"repo: {_shown(repo)} has an option-like path")
+            raise RuleError(f"repo: {shown(repo)} has an option-like path")
         return
     try:
         parts = urlsplit(repo)
         host = parts.hostname or ""
         password = parts.password
     except ValueError as exc:
-        raise RuleError(f"repo: {_shown(repo)} is not a valid URL: {exc}") from exc
+        raise RuleError(f"repo: {shown(repo)} is not a valid URL: {exc}") from exc
     scheme = parts.scheme
     if scheme in ("https", "ssh"):
         if password is not None or (scheme == "https" and parts.username is not None):
@@ -174,7 +179,7 @@ def check_repo(repo: str, *, allow_file: bool) -> None:
         if not allow_file:
             raise RuleError("repo: file:// repositories are not allowed by this executor")
         if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
-            raise RuleError(f"repo: {_shown(repo)} is not file:///absolute/path")
+            raise RuleError(f"repo: {shown(repo)} is not file:///absolute/path")
         return
     allowed = "https://, ssh://, git@host:path, owner/name"
     if allow_file:
@@ -225,9 +230,9 @@ def check_job(job: Job, *, allow_file_repos: bool = True) -> None:
         check_repo(job.repo, allow_file=allow_file_repos)
         check_env_names(list(job.env), "env")
         if job.project_id is not None and not _PROJECT_ID.fullmatch(job.project_id):
-            raise RuleError(f"project_id: {_shown(job.project_id)} is not a valid id")
+            raise RuleError(f"project_id: {shown(job.project_id)} is not a valid id")
         for i, module in enumerate(job.modules):
             if not _MODULE.fullmatch(module):
-                raise RuleError(f"modules[{i}]: {_shown(module)} is not a valid module name")
+                raise RuleError(f"modules[{i}]: {shown(module)} is not a valid module name")
     elif isinstance(job, ProvisionJob):
         check_text(job.server_handle, "server_handle")

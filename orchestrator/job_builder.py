@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from contracts import DeployJob, ProvisionJob, RuleError, Target, check_job
+from contracts.rules import shown
 from contracts.sealing import (
     GITHUB_TOKEN,
     SecretBinding,
@@ -65,12 +66,7 @@ def _field_error(
     allowed = ALLOWED.get(path)
     if allowed is None or value is None or isinstance(value, dict | list):
         return FieldError(path or "job", message[: found.start()] if found else message)
-    return FieldError(path, f"{_shown(value)} is not allowed; use {allowed}")
-
-
-def _shown(value: object, limit: int = 60) -> str:
-    text = str(value)
-    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"… ({len(text)} chars)"
+    return FieldError(path, f"{shown(value)} is not allowed; use {allowed}")
 
 
 def _rule_error(exc: RuleError) -> FieldError:

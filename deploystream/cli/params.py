@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import click
 
+from contracts.rules import shown
 from deploystream.redis_conn import redact_url
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -19,17 +20,6 @@ _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 _ENTRY_ID = re.compile(r"^[0-9]{1,20}(-[0-9]{1,20})?\Z")
 _LONG_WORD = re.compile(r"\S{201,}")  # longer than any URL or path worth reading
-
-# Echoed values longer than this are cut (a 100 KB id is not a message).
-SHOWN_MAX = 60
-
-
-def shown(value: object, limit: int = SHOWN_MAX) -> str:
-    """``repr`` of a value, cut to about ``limit`` characters with its full length noted."""
-    text = str(value)
-    if len(text) <= limit:
-        return repr(text)
-    return repr(text[:limit]) + f"… ({len(text)} characters)"
 
 
 def one_line(message: str, limit: int = 400) -> str:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import ansible_runner
+from ansible_runner.interface import init_runner
 
 from contracts import DeployJob, HostStats, Job, ProvisionJob, Target
 from contracts.rules import repo_clone_url
@@ -47,6 +47,13 @@ _GUARD = Path(__file__).resolve().with_name("guard.py")
 
 # How often ansible-runner checks the cancel flag (its default is 5 s).
 _CANCEL_POLL_S = 0.2
+
+# Run dirs are named ``run-<executor pid>-<random>``: a dir whose executor is gone
+# (kill -9, OOM) is swept by the next executor that starts with the same work dir.
+RUN_PREFIX = "run-"
+# The executor's own environment variables the playbook may see (everything else --
+# REDIS_URL, DEPLOYSTREAM_*, the SSH key path, ... -- never reaches Ansible).
+ENV_ALLOW = frozenset({"HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ"})
 
 
 @dataclass
@@ -140,6 +147,22 @@ def _extravars(job: Job, settings: ExecutorSettings, secrets_file: Path) -> dict
     return ev
 
 
+def runner_env(prepared: Mapping[str, str], ours: Mapping[str, str]) -> dict[str, str]:
+    """The playbook's environment: an allow-list, not the executor's environment.
+
+    ansible-runner seeds a run's environment with a copy of ``os.environ`` (the
+    executor's: ``REDIS_URL`` with its password, ``DEPLOYSTREAM_KEYS_DIR``, ...). Kept:
+    what we set (``ours``), what ansible-runner itself added or changed (its callback
+    plugin, artifact dir, ...), and the few harmless names of :data:`ENV_ALLOW`.
+    """
+    inherited = os.environ
+    return {
+        k: v
+        for k, v in prepared.items()
+        if k in ours or k in ENV_ALLOW or k not in inherited or inherited[k] != v
+    }
+
+
 def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -159,7 +182,7 @@ def run_playbook(
     base = settings.work_dir
     if base is not None:
         base.mkdir(parents=True, exist_ok=True)
-    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=base))  # mode 0700
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{RUN_PREFIX}{os.getpid()}-", dir=base))  # 0700
     try:
         return _run_in(run_dir, job, playbook, settings, secrets, on_event, cancel, nice)
     finally:
@@ -239,7 +262,7 @@ def _run_in(
         on_event(raw)
         return False  # never write event files: they can hold rendered values
 
-    runner = ansible_runner.run(
+    runner = init_runner(
         private_data_dir=str(run_dir),
         # ``python -S -E guard.py PLAYBOOK -i ... -e ...`` runs ansible-playbook guarded.
         binary=sys.executable,
@@ -255,6 +278,8 @@ def _run_in(
         settings={"pexpect_timeout": _CANCEL_POLL_S, "suppress_ansible_output": True},
         ident="run",
     )
+    runner.config.env = runner_env(runner.config.env, env)
+    runner.run()
     outcome.status = str(runner.status)
     if stopped and outcome.status in ("canceled", "failed", "error"):
         outcome.status = stopped[0]

@@ -194,6 +194,20 @@ def repo_clone_url(repo: str) -> str:
     return repo
 
 
+def github_web_host(api_url: str) -> str:
+    """The host a GitHub token for ``api_url`` belongs to: github.com for
+    api.github.com, else the API's own host (GitHub Enterprise: ``https://HOST/api/v3``)."""
+    host = (urlsplit(api_url).hostname or "").lower()
+    return "github.com" if host == "api.github.com" else host
+
+
+def token_applies(repo: str, github_api_url: str) -> bool:
+    """A clone token goes only with an https repo on the GitHub host it is for:
+    never with a ``file://`` or ssh repo, nor to another host."""
+    url = urlsplit(repo_clone_url(repo))
+    return url.scheme == "https" and (url.hostname or "").lower() == github_web_host(github_api_url)
+
+
 def _check_identifiers(job: Job) -> None:
     """The schema's patterns end in ``$``, which also matches before a final newline:
     no identifier may carry a control character."""

@@ -10,7 +10,6 @@ loop (``_recover``), and gives an entry back (``_release``) or marks it lost
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import time
@@ -19,9 +18,11 @@ from typing import TYPE_CHECKING
 import anyio
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoPermissionError, ResponseError
 
 from contracts import StreamsConfig
+from deploystream.errors import InfrastructureError
+from deploystream.groups import SETUP_HINT, missing_groups
 from deploystream.keys import ExecutorKeys
 from deploystream.retry import redis_call, retryable
 from executor.handover import Handover
@@ -74,9 +75,18 @@ class ExecutorCore:
 
     # ---------------------------------------------------------------- lifecycle
     async def ensure_groups(self) -> None:
-        for stream in self.config.job_streams:
+        """Work against existing groups (``deployctl setup-redis`` creates them; the
+        executor's ACL user may not). Where this Redis user may create a missing group
+        (no ACL users), it does; else :class:`InfrastructureError` says what to run."""
+        pairs = [(stream, self.group) for stream in self.config.job_streams]
+        for stream, group in await missing_groups(self.redis, pairs):
             try:
-                await self.redis.xgroup_create(stream, self.group, id="0", mkstream=True)
+                await self.redis.xgroup_create(stream, group, id="0", mkstream=True)
+            except NoPermissionError as exc:
+                raise InfrastructureError(
+                    f"consumer group {group!r} of {stream!r} does not exist and this "
+                    f"Redis user may not create it: {SETUP_HINT}"
+                ) from exc
             except ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
@@ -110,8 +120,10 @@ class ExecutorCore:
         elif isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
             # Redis came back without our data (no persistence): recreate the group.
             self.log.warning("redis.group_missing", where=where)
-            with contextlib.suppress(Exception):
+            try:
                 await self.ensure_groups()
+            except Exception as missing:
+                self.log.error("redis.group_missing", where=where, error=str(missing))
         else:
             self.log.error("loop.error", where=where, error=repr(exc), exc_info=exc)
             delay = max(delay, min(1.0, max_delay))

@@ -119,6 +119,9 @@ def _examine(
         check_job(job, allow_file_repos=settings.allow_file_repos)
     except RuleError as exc:
         return Rejected(f"rule: {exc}", job.request_id)
+    refusal = settings.local_services_refusal(job)
+    if refusal is not None:
+        return Rejected(f"refused: {refusal}", job.request_id)
     playbook = settings.catalog.get(job.playbook)
     if playbook is None:
         return NotOffered(job)

@@ -16,6 +16,7 @@ import structlog
 from redis.asyncio import Redis
 
 from contracts import StreamsConfig
+from deploystream.errors import InfrastructureError
 from deploystream.keys import ExecutorKeys
 from executor.settings import ExecutorSettings
 from executor.worker import Executor
@@ -36,6 +37,17 @@ async def run_executor(
     metrics = start_metrics(settings.metrics_port, executor=settings.name)
     if metrics.port is not None:
         log.info("executor.metrics", port=metrics.port, executor=settings.name)
+    if not settings.can_switch_users:
+        log.warning(
+            "executor.local_services",
+            executor=settings.name,
+            isolated=False,
+            deploys_to_localhost=(
+                "allowed, as this user (--unisolated-local-services)"
+                if settings.unisolated_local_services
+                else "refused (not root: a service could not run as a user of its own)"
+            ),
+        )
     executor = Executor(redis, config, settings, keys, metrics=metrics)
 
     async def on_signals() -> None:
@@ -54,6 +66,8 @@ async def run_executor(
             tg.start_soon(on_signals)
             await executor.serve()
             tg.cancel_scope.cancel()
+    except* InfrastructureError as group:  # e.g. no consumer group: one clear line
+        raise group.exceptions[0] from None
     finally:
         metrics.close()
         with anyio.move_on_after(2), contextlib.suppress(Exception):

@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contracts import DeployJob, Job
 from executor.playbooks import Catalog
 
 DEFAULT_PROJECT_DIR = Path(__file__).resolve().parent / "ansible_project"
@@ -31,6 +32,26 @@ class ExecutorSettings:
     allow_file_repos: bool = True
     python: str = sys.executable
     metrics_port: int | None = None
+    # A service deployed to localhost runs as a user of its own, which only root can
+    # switch to; a non-root executor refuses such deploys unless told otherwise.
+    can_switch_users: bool = field(default_factory=lambda: os.geteuid() == 0)
+    unisolated_local_services: bool = False
+
+    def local_services_refusal(self, job: Job) -> str | None:
+        """Why this executor will not run ``job``, or None.
+
+        A deploy to this machine whose service could not run as a user of its own
+        would run as the executor's user, with everything that user can read.
+        """
+        if self.can_switch_users or self.unisolated_local_services:
+            return None
+        if not isinstance(job, DeployJob) or not any(t.is_local for t in (job.target, *job.hosts)):
+            return None
+        return (
+            "this executor is not root, so a service it deploys to localhost would run "
+            "as the executor's own user; start it as root, or with "
+            "--unisolated-local-services to accept that"
+        )
 
     @functools.cached_property
     def catalog(self) -> Catalog:

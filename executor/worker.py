@@ -75,6 +75,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from contracts import Accepted, Event, Job, Reclaimed, job_kind
+from deploystream.errors import InfrastructureError
 from deploystream.retry import redis_call
 from executor import intake
 from executor.dead_letters import DeadLetters
@@ -109,6 +110,8 @@ class Executor(BackgroundLoops, DeadLetters, PlaybookRun):
             try:
                 await self.ensure_groups()
                 break
+            except InfrastructureError:
+                raise  # a missing group this user may not create: retrying will not help
             except Exception as exc:
                 await self._recover("start", exc)
         async with anyio.create_task_group() as tg:

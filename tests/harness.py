@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +16,33 @@ from pathlib import Path
 import redis
 
 from contracts import Event, StreamsConfig, decode_event
+from deploystream.sample_service import stop_service
 
 DEPLOYCTL = str(Path(sys.executable).parent / "deployctl")
+
+
+# A deployed service's .env: root:<its own group> 0640 when a root executor runs the
+# service as a user of its own; else 0600 (the service runs as the deploying user).
+ENV_FILE_MODE = 0o640 if os.geteuid() == 0 else 0o600
+
+
+def services_root() -> Path:
+    """An apps root a service user can reach (pytest's tmp dirs are 0700, and a
+    service deployed by a root executor runs as a user of its own): a fresh dir in
+    the system temp dir, searchable but not listable by others. Remove it with
+    :func:`remove_services_root`."""
+    root = Path(tempfile.mkdtemp(prefix="ds-apps-"))
+    root.chmod(0o711)
+    return root
+
+
+def remove_services_root(root: Path) -> None:
+    """Stop every service deployed under ``root``, then remove it."""
+    if root.is_dir():
+        for app in root.iterdir():
+            if app.is_dir():
+                stop_service(app)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def cli_env(redis_url: str, keys_dir: Path, **extra: str) -> dict[str, str]:
@@ -68,10 +95,13 @@ class Executors:
     # A streams.toml passed as --config (e.g. the Redis Cluster layout).
     config_path: Path | None = None
     procs: list[ExecutorProc] = field(default_factory=list)
+    _apps_root: Path | None = None
 
     @property
     def apps_root(self) -> Path:
-        return self.base / "apps"
+        if self._apps_root is None:
+            self._apps_root = services_root()
+        return self._apps_root
 
     def start(self, name: str, *extra_args: str, **env: str) -> ExecutorProc:
         log = self.base / f"{name}.log"
@@ -120,6 +150,8 @@ class Executors:
         for ep in self.procs:
             if ep.proc.poll() is None:
                 ep.kill9()
+        if self._apps_root is not None:
+            remove_services_root(self._apps_root)
 
 
 def read_events(client: redis.Redis, config: StreamsConfig, request_id: str) -> list[Event]:

@@ -40,7 +40,7 @@ def compose() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def services(compose: dict[str, Any]) -> dict[str, Any]:
     svcs = compose["services"]
-    assert set(svcs) == {"redis", "executor", "orchestrator"}
+    assert set(svcs) == {"redis", "redis-setup", "executor", "orchestrator"}
     return svcs
 
 
@@ -446,4 +446,29 @@ def test_orchestrator_state_is_on_a_volume(compose: dict[str, Any]) -> None:
     mounts = [str(v).split(":") for v in orch["volumes"] if isinstance(v, str)]
     assert any(
         len(m) >= 2 and m[0] in compose["volumes"] and db.is_relative_to(m[1]) for m in mounts
+    )
+
+
+def test_an_admin_step_creates_the_groups_before_the_services_start(
+    services: dict[str, Any],
+) -> None:
+    """The executor and orchestrator users may not create consumer groups: a one-shot
+    ``deployctl setup-redis`` as admin does, and both services wait for it."""
+    import hashlib
+
+    setup = services["redis-setup"]
+    assert setup["command"] == ["setup-redis"]
+    assert setup["image"] == services["orchestrator"]["image"]
+    raw = env_of(setup)["REDIS_URL"]
+    url = urlsplit(re.sub(r"\$\{[^}]*\}", "PASSWORD", raw))
+    assert url.username == "admin" and url.hostname == "redis"
+    m = re.search(r"\$\{REDIS_ADMIN_PASSWORD:-([^}]*)\}@", raw)
+    assert m, raw
+    line = next(ln for ln in ACL_FILE.read_text().splitlines() if ln.startswith("user admin "))
+    assert f"#{hashlib.sha256(m.group(1).encode()).hexdigest()}" in line.split()
+    for name in ("executor", "orchestrator"):
+        wait = services[name]["depends_on"]["redis-setup"]["condition"]
+        assert wait == "service_completed_successfully", name
+    assert "xgroup|create" not in next(
+        ln for ln in ACL_FILE.read_text().splitlines() if ln.startswith("user executor ")
     )

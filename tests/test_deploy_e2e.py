@@ -14,7 +14,7 @@ import redis
 from contracts import StreamsConfig, TaskStarted
 from deploystream.embedded_redis import free_port
 from deploystream.sample_service import create_sample_repo, stop_service
-from tests.harness import DEPLOYCTL, Executors, cli_env, deployctl, read_events
+from tests.harness import DEPLOYCTL, ENV_FILE_MODE, Executors, cli_env, deployctl, read_events
 
 
 @pytest.fixture
@@ -90,7 +90,7 @@ def test_deploy_sample_service_live_through_two_executors(
     assert status == 200 and json.loads(body)["greeting"] == "hello-from-env"
     assert _get(f"http://127.0.0.1:{port}/health")[0] == 200
     env_file = executors.apps_root / "sample" / ".env"
-    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+    assert env_file.stat().st_mode & 0o777 == ENV_FILE_MODE
     # Gap-free and complete as stored.
     events = read_events(rclient, config, result["request_id"])
     numbered = [e.seq for e in events if e.seq > 0]

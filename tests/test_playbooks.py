@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import socket
+import subprocess
 import sys
 import urllib.request
 import uuid
@@ -14,14 +16,15 @@ from typing import Any
 
 import ansible_runner
 import pytest
+from pytest_httpserver import HTTPServer
 
 from deploystream.sample_service import (
     LOG_FILE_NAME,
     PID_FILE_NAME,
     create_sample_repo,
     pid_alive,
-    stop_service,
 )
+from tests.harness import remove_services_root, services_root
 
 PROJECT_DIR = Path(__file__).resolve().parents[1] / "executor" / "ansible_project"
 DEPLOY = PROJECT_DIR / "deploy_service.yml"
@@ -98,13 +101,10 @@ def run_playbook(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def apps_root(tmp_path: Path) -> Iterator[Path]:
-    root = tmp_path / "apps"
+def apps_root() -> Iterator[Path]:
+    root = services_root()
     yield root
-    if root.is_dir():
-        for app in root.iterdir():
-            if app.is_dir():
-                stop_service(app)
+    remove_services_root(root)
 
 
 def _deploy_vars(
@@ -160,7 +160,16 @@ def test_deploy_runs_service_with_secret_env(tmp_path: Path, apps_root: Path, ru
     body = _get_json(f"http://127.0.0.1:{port}/")
     assert body["greeting"] == greeting
     app_dir = apps_root / "sample"
-    assert (app_dir / ".env").stat().st_mode & 0o777 == 0o600
+    env_stat = (app_dir / ".env").stat()
+    if os.geteuid() == 0:
+        # A service user of its own: .env and the app dir are root:<its group>.
+        user = pwd.getpwuid(Path(f"/proc/{body['pid']}").stat().st_uid)
+        assert user.pw_uid != 0 and user.pw_name.startswith("ds-sample-"), user
+        assert env_stat.st_mode & 0o777 == 0o640 and env_stat.st_uid == 0
+        assert env_stat.st_gid == user.pw_gid
+        assert app_dir.stat().st_mode & 0o777 == 0o750
+    else:
+        assert env_stat.st_mode & 0o777 == 0o600
     assert int((app_dir / PID_FILE_NAME).read_text()) == body["pid"]
     assert (app_dir / LOG_FILE_NAME).exists()
     # set_stats (aggregate: false) -> playbook_on_stats event_data.artifact_data
@@ -417,3 +426,41 @@ def test_a_service_that_exits_fails_at_once_with_its_own_log(
     assert "exited before answering" in msg and marker in msg, msg
     assert str(apps_root / "sample" / LOG_FILE_NAME) in msg
     assert took < 120, took  # not the 300 s the health check would wait for
+
+
+def test_git_token_goes_to_no_other_host_and_never_over_http(
+    tmp_path: Path, apps_root: Path, run_playbook, httpserver: HTTPServer
+) -> None:
+    """An attacker's repo whose .gitmodules points at a plain-http host of theirs: the
+    GitHub token handed to the run never reaches that host (today's main sent it as an
+    unscoped http.extraHeader: ``Authorization: Basic x-access-token:<token>``)."""
+    httpserver.expect_request("/evil.git/info/refs").respond_with_data("", status=404)
+    repo_dir = tmp_path / "repo"
+    repo = create_sample_repo(repo_dir)
+    (repo_dir / ".gitmodules").write_text(
+        f'[submodule "evil"]\n\tpath = evil\n\turl = {httpserver.url_for("/evil.git")}\n'
+    )
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo_dir, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    for args in (
+        ["add", ".gitmodules"],
+        ["update-index", "--add", "--cacheinfo", f"160000,{head},evil"],
+        ["-c", "user.name=x", "-c", "user.email=x@x", "commit", "-qm", "submodule"],
+    ):
+        subprocess.run(["git", *args], cwd=repo_dir, check=True)
+    token = "ghp_" + uuid.uuid4().hex
+
+    run = run_playbook(
+        DEPLOY,
+        _deploy_vars(
+            repo_url=repo,
+            port=_free_port(),
+            apps_root=apps_root,
+            secrets_file=_secrets(tmp_path, {}),
+        ),
+        envvars={"DEPLOYSTREAM_GIT_TOKEN": token},
+    )
+
+    assert run.failed_tasks() == ["Fetch repository"]  # the http submodule is refused
+    assert [req.headers.get("Authorization") for req, _ in httpserver.log] == []

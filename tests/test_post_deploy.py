@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
+from contracts.rules import token_applies
 from deploystream.keys import ExecutorKeys, OrchestratorKeys
-from executor.unseal import open_secrets
 from orchestrator.errors import PlatformApiRejected, PlatformApiUnavailable, SettingsError
 from orchestrator.platform_api import PlatformApi
 from orchestrator.run import run_deploy_graph
@@ -147,10 +147,10 @@ async def test_success_records_sets_secrets_and_activates(
         "REGISTRY_TOKEN": "reg-s3cret",
     }
     assert set(github.auth_headers) == {"token ghp_configured"}
-    # The configured token also travelled, sealed, in the job for cloning.
+    # The token is for the stand-in's host, not github.com where the repo lives: it
+    # does not travel with the job (it would be sent to another host than its own).
     (job,) = gateway.submitted
-    assert job.github_token is not None
-    assert open_secrets(ExecutorKeys.load(keys_dir), job).github_token == "ghp_configured"
+    assert job.github_token is None
     assert final["github_repo"] == "acme/shop"  # inferred from the GitHub URL
 
 
@@ -186,9 +186,10 @@ async def test_github_app_installation_token(
         thread_id="req-app",
     )
     assert final["outcome"] == "success", final.get("errors")
+    # A file:// repo asked for no token: none travels with the job (the App's is
+    # used for the Actions secrets only).
     (job,) = gateway.submitted
-    assert job.github_token is not None
-    assert open_secrets(ExecutorKeys.load(keys_dir), job).github_token == "ghs_installation"
+    assert job.github_token is None
     assert set(github.auth_headers) == {"token ghs_installation"}
     assert github.put["DEPLOY_HOST"] == "localhost"
     # The App authenticated with a JWT signed by its key (RS256, issuer = app id).
@@ -317,3 +318,48 @@ def test_settings_from_env_and_validation(tmp_path: Path) -> None:
         OrchestratorSettings(github_token="t", github_app_id="1", github_app_key_path=tmp_path)
     with pytest.raises(SettingsError, match="must be a number"):
         OrchestratorSettings.from_env({"DEPLOYSTREAM_HTTP_ATTEMPTS": "many"})
+
+
+async def test_clone_token_travels_only_to_its_github_host(
+    tmp_path: Path, keys: OrchestratorKeys, keys_dir: Path, httpserver: HTTPServer
+) -> None:
+    """The stand-in plays GitHub Enterprise (its API host is the token's host): a repo
+    on that host gets the token, sealed; a file://, ssh or other-host repo gets none."""
+    github = GithubStandIn(httpserver)
+    github.serve()
+    host = httpserver.host
+    settings = make_settings(tmp_path, github_token="ghp_configured", github_api_url=github.api_url)
+    sent: dict[str, str | None] = {}
+    for repo in (
+        f"https://{host}/acme/shop.git",
+        "file:///srv/git/shop.git",
+        "git@github.com:acme/shop.git",
+        "https://github.com/acme/shop.git",
+        "https://attacker.example/acme/shop.git",
+    ):
+        gateway = ScriptedGateway()
+        final = await run_deploy_graph(
+            {"project": {"name": "shop"}, "repo": repo, "service_port": 8000},
+            gateway=gateway,
+            keys=keys,
+            settings=settings,
+            thread_id=f"req-{len(sent)}",
+        )
+        assert final["outcome"] == "success", final.get("errors")
+        (job,) = gateway.submitted
+        sent[repo] = job.github_token and ExecutorKeys.load(keys_dir).open(job.github_token)
+    assert sent == {
+        f"https://{host}/acme/shop.git": "ghp_configured",
+        "file:///srv/git/shop.git": None,
+        "git@github.com:acme/shop.git": None,
+        "https://github.com/acme/shop.git": None,
+        "https://attacker.example/acme/shop.git": None,
+    }
+
+
+def test_token_applies_to_the_github_host_only() -> None:
+    assert token_applies("acme/shop", "https://api.github.com")
+    assert token_applies("https://github.com/acme/shop.git", "https://api.github.com/")
+    assert token_applies("https://ghe.corp/acme/shop", "https://ghe.corp/api/v3")
+    for repo in ("file:///x", "ssh://git@github.com/a/b", "https://evil.example/a/b"):
+        assert not token_applies(repo, "https://api.github.com"), repo

@@ -22,9 +22,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import re
+import secrets
+import shutil
+import subprocess
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +39,19 @@ import redis
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from contracts import Result, StreamsConfig, encode
+from contracts import Result, StreamsConfig, TaskStarted, encode, load_config
 from contracts.codec import MAX_JOB_BYTES
 from contracts.rules import MAX_DEPTH
+from deploystream.embedded_redis import EmbeddedRedis, free_port
 from deploystream.keys import ExecutorKeys, OrchestratorKeys, init_keys
+from deploystream.sample_service import create_sample_repo
 from executor import intake
 from executor.settings import ExecutorSettings
 from orchestrator.job_builder import build_deploy_job, build_provision_job
-from tests.harness import Executors, read_events, wait_for_result
+from tests.harness import Executors, deployctl, read_events, wait_for_result
 
 ANSIBLE_DIR = Path(__file__).parent / "ansible"
+ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = "ansible.deploy"
 PROVISION = "ansible.provision"
 TEN_MB = 10 * 1024 * 1024
@@ -660,3 +668,184 @@ def test_valid_entries_pass_intake() -> None:
         verdict = examine(stream, signed(stream, json.dumps(job).encode()))
         assert isinstance(verdict, intake.Accepted), verdict
         assert_safe(verdict)
+
+
+# ---------------------------------------------------------------- live: a hostile service
+
+
+def _open_dir(prefix: str) -> Path:
+    """A dir others may list: what protects its contents is their own modes."""
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    d.chmod(0o755)
+    return d
+
+
+def _hostile_repo(path: Path) -> str:
+    create_sample_repo(path)  # a git repo; its app is replaced by the hostile one
+    shutil.copy(ANSIBLE_DIR / "files" / "hostile_app.py", path / "app.py")
+    subprocess.run(
+        ["git", "-c", "user.name=x", "-c", "user.email=x@x", "commit", "-qam", "hostile"],
+        cwd=path,
+        check=True,
+    )
+    return path.resolve().as_uri()
+
+
+@pytest.mark.slow
+def test_hostile_service_finds_nothing_and_reaches_nothing(tmp_path: Path) -> None:
+    """A deployed app tries everything the first adversarial review did: its own
+    environment, the executor's key files, another run's secrets.json and runner
+    artifacts (while that run is going), another service's .env, every
+    /proc/*/environ (the executor's, its ansible-playbook's), and Redis with any
+    credential it finds (and the shipped development ones). It finds none of the
+    executor's secrets and every Redis command it tries is refused."""
+    assert os.geteuid() == 0, "services run as users of their own only under a root executor"
+    from tests.test_security_redis import as_user, render_acl
+
+    passwords = {u: secrets.token_hex(16) for u in ("admin", "orchestrator", "executor")}
+    acl = render_acl(tmp_path / "users.acl", passwords)
+    keys_dir = _open_dir("ds-keys-")
+    work_dir = _open_dir("ds-work-")
+    init_keys(keys_dir)
+    okeys = OrchestratorKeys.load(keys_dir)
+    private_keys = [
+        (keys_dir / n).read_text().strip() for n in ("executor.key", "orchestrator.key")
+    ]
+    token = "ghp_" + secrets.token_hex(18)
+    victim_secret = "victim-" + secrets.token_hex(12)
+    sleeper_secret = "sleeper-" + secrets.token_hex(12)
+    project = tmp_path / "project"  # deploy_service + a playbook that stays running
+    project.mkdir()
+    (project / "deploy_service.yml").symlink_to(
+        ROOT / "executor/ansible_project/deploy_service.yml"
+    )
+    (project / "sleep.yml").symlink_to(ANSIBLE_DIR / "sleep.yml")
+
+    with EmbeddedRedis(extra_args=["--aclfile", str(acl)]) as server:
+        admin: Any = as_user(server.port, "admin", passwords["admin"])
+        executor_url = f"redis://executor:{passwords['executor']}@127.0.0.1:{server.port}/0"
+        group = Executors(redis_url=executor_url, keys_dir=keys_dir, base=tmp_path)
+        group.project_dir = project
+        cfg = load_config()
+        try:
+            for stream in cfg.job_streams:  # the admin step (see test_security_redis)
+                admin.xgroup_create(stream, cfg.groups.executors, id="0", mkstream=True)
+            ex = group.start("ex-hostile-svc", "--work-dir", str(work_dir), "--concurrency", "3")
+
+            def submit(**kw: Any) -> str:
+                job = build_deploy_job(okeys, **kw)
+                admin.xadd(DEPLOY, signed(DEPLOY, encode(job), okeys))
+                return job.request_id
+
+            def succeeded(rid: str) -> None:
+                events = wait_for_result(admin, cfg, rid, timeout=180)
+                result = events[-1]
+                assert isinstance(result, Result) and result.status == "success", (
+                    result,
+                    ex.output()[-3000:],
+                )
+
+            victim_port, hostile_port = free_port(), free_port()
+            succeeded(
+                submit(
+                    project_name="victim",
+                    repo=create_sample_repo(tmp_path / "victim-repo"),
+                    service_port=victim_port,
+                    secrets={"VICTIM_SECRET": victim_secret},
+                )
+            )
+            probe = {
+                "files": [
+                    str(keys_dir / "executor.key"),
+                    str(keys_dir / "orchestrator.key"),
+                    str(group.apps_root / "victim" / ".env"),
+                    str(group.apps_root / "victim" / "app.py"),
+                    str(ex.log),
+                ],
+                "dirs": [str(work_dir), str(group.apps_root), str(group.apps_root / "victim")],
+                "redis_port": server.port,
+            }
+            succeeded(
+                submit(
+                    project_name="hostile",
+                    repo=_hostile_repo(tmp_path / "hostile-repo"),
+                    service_port=hostile_port,
+                    env={"PROBE": json.dumps(probe)},
+                    secrets={"HOSTILE_OWN": "its-own-value"},
+                )
+            )
+            # Another project's run, going on while the hostile service looks.
+            sleeper = submit(
+                project_name="sleeper",
+                repo="https://github.com/o/r.git",
+                playbook="sleep",
+                extra_vars={"sleep_s": 120},
+                secrets={"SLEEPER_SECRET": sleeper_secret},
+                github_token=token,
+            )
+            deadline = time.monotonic() + 60
+            while not any(
+                isinstance(e, TaskStarted) and e.task == "Sleep"
+                for e in read_events(admin, cfg, sleeper)
+            ):
+                assert time.monotonic() < deadline, ex.output()[-3000:]
+                time.sleep(0.1)
+            assert list(work_dir.glob("run-*/secrets.json")), "the sleeper's run is going on"
+
+            with urllib.request.urlopen(f"http://127.0.0.1:{hostile_port}/probe", timeout=60) as r:
+                report = json.loads(r.read())
+
+            cancel = deployctl(
+                "cancel",
+                sleeper,
+                redis_url=f"redis://orchestrator:{passwords['orchestrator']}@127.0.0.1:{server.port}/0",
+                keys_dir=keys_dir,
+            )
+            assert cancel.returncode == 0, cancel.stderr
+            wait_for_result(admin, cfg, sleeper)
+            groups = admin.xinfo_groups(DEPLOY)
+        finally:
+            group.stop_all()
+            shutil.rmtree(keys_dir, ignore_errors=True)
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+    text = json.dumps(report)
+    # Not root, not the executor's user; only its own environment.
+    assert report["uid"] != 0
+    assert set(report["env"]) <= {
+        "PATH",
+        "HOME",
+        "PORT",
+        "PWD",
+        "SHLVL",
+        "_",
+        "OLDPWD",
+        "LC_CTYPE",
+        "PROBE",
+        "HOSTILE_OWN",
+    }, sorted(report["env"])
+    assert report["env"]["HOSTILE_OWN"] == "its-own-value"
+    # Nothing of the executor's, of other runs or of other projects, anywhere.
+    for secret in (
+        victim_secret,
+        sleeper_secret,
+        token,
+        *passwords.values(),
+        *private_keys,
+    ):
+        assert secret not in text, secret
+    assert report["credentials_found"] == []
+    assert report["foreign_environs"] == {}, list(report["foreign_environs"])
+    readable = {p: v for p, v in report["files"].items() if v.startswith("read:")}
+    assert readable == {}, list(readable)
+    assert isinstance(report["listings"][str(group.apps_root)], str)  # not listable
+    assert isinstance(report["listings"][str(group.apps_root / "victim")], str)
+    # Redis: the default user may PING only; the shipped passwords are not in use.
+    for cred, attempts in report["redis"].items():
+        for command, reply in attempts:
+            assert reply.startswith(("-NOPERM", "-WRONGPASS", "-NOAUTH", "-ERR")), (
+                cred,
+                command,
+                reply,
+            )
+    assert [g["name"] for g in groups] == [cfg.groups.executors.encode()]

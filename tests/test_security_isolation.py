@@ -13,10 +13,13 @@ from typing import Any
 
 import pytest
 
-from deploystream.keys import OrchestratorKeys, init_keys
+from contracts import encode
+from deploystream.keys import ExecutorKeys, OrchestratorKeys, init_keys
+from executor import intake
 from executor.runner import OpenedSecrets, run_playbook
 from executor.settings import ExecutorSettings
-from orchestrator.job_builder import build_provision_job
+from orchestrator.job_builder import build_deploy_job, build_provision_job
+from tests.harness import deployctl
 
 ANSIBLE_DIR = Path(__file__).parent / "ansible"
 
@@ -62,3 +65,82 @@ def test_playbook_environment_is_an_allow_list(
         assert name not in names and value not in env, name
     assert "PATH" in names and "ANSIBLE_LOCAL_TEMP" in names  # what the run needs is there
     assert os.environ["REDIS_URL"] == inherited["REDIS_URL"]  # the executor's own is untouched
+
+
+def test_non_root_executor_refuses_local_deploys_unless_told(tmp_path: Path) -> None:
+    """An executor that cannot switch users refuses to deploy a service to localhost
+    (it would run as the executor's user), says why and names the flag; with the
+    flag, or for a remote host, or when it can switch users, the job is accepted."""
+    keys = tmp_path / "keys"
+    init_keys(keys)
+    okeys = OrchestratorKeys.load(keys)
+    ekeys = ExecutorKeys.load(keys)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "deploy_service.yml").write_text("- hosts: all\n  tasks: []\n")
+
+    def verdict(settings: ExecutorSettings, host: str) -> intake.Accepted | intake.Rejected:
+        job = build_deploy_job(okeys, project_name="p", repo="https://github.com/o/r", host=host)
+        payload = encode(job)
+        fields = {
+            b"job": payload,
+            b"sig": okeys.sign("ansible.deploy", payload).encode(),
+            b"kid": okeys.kid.encode(),
+        }
+        return intake.examine("ansible.deploy", fields, ekeys, settings)
+
+    plain = ExecutorSettings(project_dir=project, can_switch_users=False)
+    refused = verdict(plain, "localhost")
+    assert isinstance(refused, intake.Rejected)
+    assert refused.reason.startswith("refused: this executor is not root")
+    assert "--unisolated-local-services" in refused.reason
+    assert isinstance(verdict(plain, "127.0.0.1"), intake.Rejected)
+    assert isinstance(verdict(plain, "web1.example.com"), intake.Accepted)
+    told = ExecutorSettings(
+        project_dir=project, can_switch_users=False, unisolated_local_services=True
+    )
+    assert isinstance(verdict(told, "localhost"), intake.Accepted)
+    root = ExecutorSettings(project_dir=project, can_switch_users=True)
+    assert isinstance(verdict(root, "localhost"), intake.Accepted)
+
+
+def test_executor_help_says_what_the_flag_gives_up(tmp_path: Path) -> None:
+    out = deployctl("executor", "--help", redis_url="redis://127.0.0.1:1/0", keys_dir=tmp_path)
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())
+    assert "--unisolated-local-services" in text
+    assert "key files" in text and "other services' files" in text
+
+
+def test_inline_secrets_on_the_command_line_are_warned_about(
+    redis_url: str, keys_dir: Path
+) -> None:
+    """``--secret K=V`` and ``--github-token T`` put values in argv (``ps``): a warning
+    names the environment form; the environment forms give none."""
+    base = ["deploy", "--detach", "--project", "p", "--repo", "https://github.com/o/r"]
+    inline = deployctl(
+        *base,
+        "--secret",
+        "DB_PASSWORD=inline-value",
+        "--github-token",
+        "ghp_inline",
+        redis_url=redis_url,
+        keys_dir=keys_dir,
+    )
+    assert inline.returncode == 2, inline.stderr  # no --service-port: nothing submitted
+    assert "warning: --secret DB_PASSWORD=... puts a secret in this command's argv" in inline.stderr
+    assert "prefer --secret DB_PASSWORD with DB_PASSWORD set in the environment" in inline.stderr
+    assert "warning: --github-token TOKEN puts a secret" in inline.stderr
+    assert "GITHUB_TOKEN in the environment" in inline.stderr
+    assert "inline-value" not in inline.stderr and "ghp_inline" not in inline.stderr
+    quiet = deployctl(
+        *base,
+        "--secret",
+        "DB_PASSWORD",
+        redis_url=redis_url,
+        keys_dir=keys_dir,
+        DB_PASSWORD="from-env",
+        GITHUB_TOKEN="ghp_env",
+    )
+    assert quiet.returncode == 2, quiet.stderr
+    assert "warning" not in quiet.stderr, quiet.stderr

@@ -172,6 +172,9 @@ def test_full_deploy_as_least_privilege_users_and_forbidden_commands(
     group = Executors(redis_url=executor_url, keys_dir=keys_dir, base=tmp_path)
     app_dir = group.apps_root / "sample"
     try:
+        admin_url = url_for(acl_redis, "admin", passwords["admin"])
+        setup = deployctl("setup-redis", redis_url=admin_url, keys_dir=keys_dir)
+        assert setup.returncode == 0, setup.stderr
         group.start("ex-acl")
         repo = create_sample_repo(tmp_path / "repo")
         service_port = free_port()
@@ -248,6 +251,7 @@ def test_full_deploy_as_least_privilege_users_and_forbidden_commands(
         (orchestrator, ("DEL", cfg.consumed_key(rid, "d"))),
         (orchestrator, ("SET", cfg.consumed_key(rid, "d"), "x")),
         (executor, ("XADD", cfg.streams.deploy, "*", "job", "{}")),  # forge work for others
+        (executor, ("XGROUP", "CREATE", cfg.streams.deploy, "thieves", "0")),  # read all jobs
         (executor, ("XADD", cfg.streams.control, "*", "data", "{}")),
         (executor, ("XRANGE", cfg.dead_key(cfg.streams.deploy), "-", "+")),
         (executor, ("GET", cfg.idempotency_key("acl-1"))),
@@ -284,6 +288,48 @@ def test_full_deploy_as_least_privilege_users_and_forbidden_commands(
     assert admin.exists(cfg.streams.deploy) and admin.get("unrelated") is None
     for client in (executor, orchestrator, anonymous, admin):
         client.close()
+
+
+def test_executor_user_cannot_create_groups_the_admin_step_does(
+    acl_redis: EmbeddedRedis, passwords: dict[str, str], keys_dir: Path, tmp_path: Path
+) -> None:
+    """Without its groups, an executor logging in as ``executor`` stops at once and
+    says what to run (its user may not create a group: a stolen password could add
+    one and read every job); ``deployctl setup-redis`` as admin creates them
+    (idempotently), and the executor then starts."""
+    executor_url = url_for(acl_redis, "executor", passwords["executor"])
+    admin_url = url_for(acl_redis, "admin", passwords["admin"])
+    refused = deployctl(
+        "executor",
+        "--name",
+        "ex-nogroup",
+        "--work-dir",
+        str(tmp_path / "work"),
+        redis_url=executor_url,
+        keys_dir=keys_dir,
+        timeout=60,
+    )
+    assert refused.returncode == 3, (refused.stdout[-2000:], refused.stderr[-2000:])
+    assert "deployctl setup-redis" in refused.stderr and "Traceback" not in refused.stderr
+    assert "'executors' of 'ansible.deploy' does not exist" in refused.stderr
+
+    first = deployctl("setup-redis", redis_url=admin_url, keys_dir=keys_dir)
+    assert first.returncode == 0, first.stderr
+    assert "ansible.deploy: group executors created" in first.stdout
+    assert "deploy.requests: group orchestrators created" in first.stdout
+    again = deployctl("setup-redis", redis_url=admin_url, keys_dir=keys_dir)
+    assert again.returncode == 0 and "ansible.deploy: group executors exists" in again.stdout
+
+    group = Executors(redis_url=executor_url, keys_dir=keys_dir, base=tmp_path)
+    try:
+        ex = group.start("ex-grouped")
+        assert "NOPERM" not in ex.output()
+    finally:
+        group.stop_all()
+    admin = as_user(acl_redis.port, "admin", passwords["admin"])
+    names = [g["name"] for g in cast(Any, admin).xinfo_groups("ansible.deploy")]
+    assert names == [b"executors"]
+    admin.close()
 
 
 # ---------------------------------------------------------------- every command the code issues
@@ -328,7 +374,7 @@ _ORCHESTRATOR = [
     "PING",
 ]
 _EXECUTOR = [
-    "XGROUP CREATE ansible.deploy executors 0 MKSTREAM",
+    "XINFO GROUPS ansible.deploy",
     "XREADGROUP GROUP executors e COUNT 4 BLOCK 10 STREAMS ansible.deploy ansible.provision > >",
     "XPENDING ansible.deploy executors IDLE 10 - + 4",
     "XCLAIM ansible.provision executors e 10 0-1",
@@ -550,6 +596,13 @@ def test_rediss_end_to_end_with_a_private_ca(
         redis_url=url("executor"), keys_dir=keys_dir, base=tmp_path, project_dir=ANSIBLE_DIR
     )
     try:
+        setup = deployctl(
+            "setup-redis",
+            redis_url=url("admin"),
+            keys_dir=keys_dir,
+            DEPLOYSTREAM_REDIS_CA=str(ca),
+        )
+        assert setup.returncode == 0, setup.stderr
         group.start("ex-tls", DEPLOYSTREAM_REDIS_CA=str(ca))
         out = deployctl(
             "deploy",

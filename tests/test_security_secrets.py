@@ -33,7 +33,7 @@ from contracts import DeployJob, HostResult, Result, StreamsConfig, Submitted
 from deploystream.embedded_redis import free_port
 from deploystream.redact import MASK, Redactor, variants
 from deploystream.sample_service import create_sample_repo, stop_service
-from tests.harness import DEPLOYCTL, Executors, cli_env, read_events
+from tests.harness import DEPLOYCTL, ENV_FILE_MODE, Executors, cli_env, read_events
 
 ANSIBLE_DIR = Path(__file__).parent / "ansible"
 
@@ -245,7 +245,7 @@ def test_deploy_leaves_no_plaintext_secret_anywhere(
     # The deployed .env holds the secret, readable by its owner only.
     env_file = app_dir / ".env"
     assert f"DB_PASSWORD='{db_password}'" in env_file.read_text()
-    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+    assert env_file.stat().st_mode & 0o777 == ENV_FILE_MODE
 
     # argv: no process but the operator's own `deployctl deploy --secret ...` ever
     # carried a value (the token went through GITHUB_TOKEN, so not even there).
@@ -254,17 +254,17 @@ def test_deploy_leaves_no_plaintext_secret_anywhere(
     assert all(name == "DB_PASSWORD" for _, name, _ in sampler.hits), sampler.hits
     assert sampler.seen_ansible, "the sampler never saw Ansible run: it proved nothing"
     assert sampler.sweeps > 10
-    # The token's git config lived inside the run's private dir (gone with it).
-    assert sampler.cred_dirs, "no git credential dir seen under the run dirs"
+    # A file:// repo is not on the GitHub host: the token went nowhere near git.
+    assert not sampler.cred_dirs, sampler.cred_dirs
 
     # Redis: every key, every stream entry's every field, every string and hash.
     blobs = list(redis_blobs(rclient))
     assert any(b"ansible.deploy" in name.encode() for name, _ in blobs)
     assert not leaks(blobs, needles)
-    # ... while the job on the wire does carry both, sealed.
+    # ... while the job on the wire carries the secret, sealed (and no token: see above).
     submitted = read_events(rclient, config, result["request_id"])[0]
     assert isinstance(submitted, Submitted) and isinstance(submitted.job, DeployJob)
-    assert set(submitted.job.secrets) == {"DB_PASSWORD"} and submitted.job.github_token
+    assert set(submitted.job.secrets) == {"DB_PASSWORD"} and submitted.job.github_token is None
 
     # CLI output and logs (stdout, stderr with debug logging), the executor's log.
     assert not leaks([("cli stdout", out), ("cli stderr", err)], needles)
@@ -306,7 +306,7 @@ def test_leaky_playbook_is_redacted_everywhere(
             "--project",
             "leaky",
             "--repo",
-            "https://example.invalid/leaky.git",
+            "https://github.com/o/leaky.git",
             "--service-port",
             "8000",
             "--playbook",

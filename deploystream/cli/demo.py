@@ -37,7 +37,7 @@ from orchestrator.job_builder import build_deploy_job, build_provision_job, new_
 DEPLOYCTL = str(Path(sys.executable).parent / "deployctl")
 
 
-def _start_executor(name: str, url: str, base: Path) -> subprocess.Popen[bytes]:
+def _start_executor(name: str, url: str, base: Path, apps: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ, REDIS_URL=url, DEPLOYSTREAM_KEYS_DIR=str(base / "keys"))
     log = (base / f"{name}.log").open("ab")
     return subprocess.Popen(
@@ -49,7 +49,7 @@ def _start_executor(name: str, url: str, base: Path) -> subprocess.Popen[bytes]:
             "--name",
             name,
             "--apps-root",
-            str(base / "apps"),
+            str(apps),
             "--work-dir",
             str(base / "work"),
         ],
@@ -146,6 +146,10 @@ def demo(app: App, n_executors: int, keep: bool, demo_redis_url: str | None) -> 
     if not console.is_terminal:
         console = Console(width=160)
     base = Path(tempfile.mkdtemp(prefix="deploystream-demo-"))
+    # Apart from base (0700, holding keys and logs): a service deployed by a root
+    # executor runs as a user of its own and must reach its app dir.
+    apps = Path(tempfile.mkdtemp(prefix="deploystream-demo-apps-"))
+    apps.chmod(0o711)
     server: EmbeddedRedis | None = None
     procs: dict[str, subprocess.Popen[bytes]] = {}
     services: list[Path] = []
@@ -162,7 +166,7 @@ def demo(app: App, n_executors: int, keep: bool, demo_redis_url: str | None) -> 
             console.print(f"[bold]embedded Redis[/] {server.executable} on {url}")
         init_keys(base / "keys")
         for i in range(n_executors):
-            procs[f"executor-{i + 1}"] = _start_executor(f"executor-{i + 1}", url, base)
+            procs[f"executor-{i + 1}"] = _start_executor(f"executor-{i + 1}", url, base, apps)
         _wait_started(procs, base, timeout=60)
         console.print(
             f"[bold]{n_executors} executors[/] in consumer group "
@@ -182,14 +186,14 @@ def demo(app: App, n_executors: int, keep: bool, demo_redis_url: str | None) -> 
         )
         prov = build_provision_job(keys, server_handle="demo-server")
         graph_rid = new_request_id()
-        services = [base / "apps" / "demo-web", base / "apps" / "demo-api"]
+        services = [apps / "demo-web", apps / "demo-api"]
         labels = {
             graph_rid: "graph deploy demo-web",
             web.request_id: "deploy demo-api",
             prov.request_id: "provision",
         }
         settings = OrchestratorSettings(
-            checkpoint_db=base / "checkpoints.sqlite", apps_root=str(base / "apps")
+            checkpoint_db=base / "checkpoints.sqlite", apps_root=str(apps)
         )
 
         async def run_all() -> dict[str, Result]:
@@ -246,6 +250,7 @@ def demo(app: App, n_executors: int, keep: bool, demo_redis_url: str | None) -> 
                     console.print(f"  service up at [link={r.deployed_url}]{r.deployed_url}[/link]")
             console.print(
                 f"\n--keep: Redis {url}, executors and services left running; files in {base}"
+                f" and {apps}"
             )
         else:
             # Everything stops on the way out: no URL that would answer nothing.
@@ -262,3 +267,4 @@ def demo(app: App, n_executors: int, keep: bool, demo_redis_url: str | None) -> 
             if server is not None:
                 server.close()
             shutil.rmtree(base, ignore_errors=True)
+            shutil.rmtree(apps, ignore_errors=True)

@@ -78,6 +78,15 @@ from deploystream.cli.app import App
     help="Accept file:// repositories (local paths on the executor's host).",
 )
 @click.option(
+    "--unisolated-local-services",
+    is_flag=True,
+    envvar="DEPLOYSTREAM_UNISOLATED_LOCAL_SERVICES",
+    show_envvar=True,
+    help="Not root: deploy services to localhost anyway. Gives up their isolation: such "
+    "a service runs as this executor's user and can read its key files, run "
+    "directories (other jobs' secrets), environment and other services' files.",
+)
+@click.option(
     "--shutdown-grace",
     type=click.FloatRange(0),
     envvar="DEPLOYSTREAM_SHUTDOWN_GRACE",
@@ -96,6 +105,7 @@ def executor(
     work_dir: Path | None,
     ssh_key: Path | None,
     allow_file_repos: bool,
+    unisolated_local_services: bool,
     shutdown_grace: float | None,
 ) -> int:
     """Run an executor: consume job streams and run playbooks with ansible-runner.
@@ -121,6 +131,7 @@ def executor(
         ssh_key_path=ssh_key,
         allow_file_repos=allow_file_repos,
         work_dir=work_dir,
+        unisolated_local_services=unisolated_local_services,
     )
     overrides: dict[str, object] = {}
     if name:

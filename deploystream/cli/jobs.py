@@ -15,18 +15,28 @@ from typing import Any
 import anyio
 import click
 import msgspec
+from click.core import ParameterSource
 
 from contracts import DeployJob, Job, Result
+from contracts.rules import token_applies
 from deploystream.cli.app import EXIT_JOB_FAILED, EXIT_OK, App
 from deploystream.cli.follow import Display, follow, print_json
 from deploystream.cli.interrupt import CANCEL_ON_INTERRUPT_OPT, follow_interruptibly
-from deploystream.cli.params import HTTP_URL, KEY_VALUE, REQUEST_ID, SECRET_VALUE, pairs
+from deploystream.cli.params import (
+    HTTP_URL,
+    KEY_VALUE,
+    REQUEST_ID,
+    SECRET_VALUE,
+    pairs,
+    warn_inline,
+)
 from deploystream.cli.validate import named, require
 from deploystream.errors import BadInputError, FieldError
 from deploystream.keys import OrchestratorKeys
 from deploystream.presence import CLI_LABELS
 from orchestrator.client import StreamClient
 from orchestrator.job_builder import as_retry, build_deploy_job, build_provision_job
+from orchestrator.settings import DEFAULT_GITHUB_API_URL
 
 
 def run(fn: Callable[[], Awaitable[int]]) -> int:
@@ -140,7 +150,8 @@ POST_DEPLOY_OPTS = (
         "--github-token",
         envvar="GITHUB_TOKEN",
         show_envvar=True,
-        help="Token for cloning and CI secrets (sealed on the wire).",
+        help="Token for cloning (sent only to the repo's own GitHub host) and CI secrets "
+        "(sealed on the wire). Prefer the environment variable: argv is visible to others.",
     ),
     click.option(
         "--github-app-id",
@@ -283,8 +294,15 @@ def deploy(app: App, /, **opts: Any) -> int:
         playbook=opts["playbook"],
         timeout_s=opts["timeout_s"],
         idempotency_key=opts["idempotency_key"],
-        github_token=opts["github_token"],
+        # Only for an https repo on the GitHub host the token is for (never file://).
+        github_token=opts["github_token"]
+        if token_applies(opts["repo"] or "", opts["github_api_url"] or DEFAULT_GITHUB_API_URL)
+        else None,
     )
+
+    source = click.get_current_context().get_parameter_source("github_token")
+    if opts["github_token"] and source is ParameterSource.COMMANDLINE:
+        warn_inline("--github-token TOKEN", "GITHUB_TOKEN in the environment")
 
     async def main() -> int:
         client = StreamClient(await app.redis(), app.config, keys)

@@ -77,7 +77,15 @@ def cli(
 
 
 def _register() -> None:
-    from deploystream.cli import demo, executor_cmd, jobs, keys_cmd, ops, orchestrator_cmd
+    from deploystream.cli import (
+        demo,
+        executor_cmd,
+        jobs,
+        keys_cmd,
+        ops,
+        orchestrator_cmd,
+        setup_cmd,
+    )
 
     cli.add_command(executor_cmd.executor)
     cli.add_command(orchestrator_cmd.orchestrator)
@@ -87,6 +95,7 @@ def _register() -> None:
     cli.add_command(ops.status)
     cli.add_command(ops.dlq)
     cli.add_command(demo.demo)
+    cli.add_command(setup_cmd.setup_redis)
 
 
 _register()

@@ -53,7 +53,19 @@ class KeyValue(click.ParamType[tuple[str, str], Any]):
             if key not in os.environ:
                 self.fail(f"{echo}: no '=' and no environment variable {key} to read", param, ctx)
             val = os.environ[key]
+        elif self.from_env:
+            warn_inline(f"--secret {key}=...", f"--secret {key} with {key} set in the environment")
         return (key, val)
+
+
+def warn_inline(given: str, instead: str) -> None:
+    """A secret given on the command line is in this process's argv, which other
+    local users can read (``ps``): say so, and what to do instead."""
+    click.echo(
+        f"warning: {given} puts a secret in this command's argv, visible to other local "
+        f"users; prefer {instead}",
+        err=True,
+    )
 
 
 class RedisUrl(click.ParamType[str, Any]):

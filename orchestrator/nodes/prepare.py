@@ -14,6 +14,7 @@ import msgspec
 import structlog
 from langgraph.runtime import Runtime
 
+from contracts.rules import token_applies
 from deploystream.errors import BadInputError, InfrastructureError
 from deploystream.keys import OrchestratorKeys
 from orchestrator.errors import GithubError, PlatformApiError, PlatformApiRejected
@@ -112,7 +113,11 @@ class PrepareNode:
             or self._settings.github_repo
             or infer_github_repo(repo)
         )
-        token = await self._clone_token(github_repo)
+        token = (
+            await self._clone_token(github_repo)
+            if token_applies(repo, self._settings.github_api_url)
+            else None
+        )
         job = build_deploy_job(
             self._keys,
             project_name=name,

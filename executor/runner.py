@@ -147,6 +147,38 @@ def _extravars(job: Job, settings: ExecutorSettings, secrets_file: Path) -> dict
     return ev
 
 
+def sweep_stale_run_dirs(base: Path | None) -> list[Path]:
+    """Remove the run dirs of executors that died without cleaning up (kill -9, OOM):
+    their secrets.json and ansible-runner's ``command`` artifact (which holds the
+    run's environment, the git token included). A dir is stale when the executor
+    whose pid it names is gone, or is this very process (a container restarted with
+    the same pid); dirs of other users are left alone."""
+    base = base if base is not None else Path(tempfile.gettempdir())
+    me, uid, removed = os.getpid(), os.getuid(), []
+    for run_dir in base.glob(f"{RUN_PREFIX}*-*"):
+        pid = run_dir.name.removeprefix(RUN_PREFIX).split("-", 1)[0]
+        try:
+            if not pid.isdigit() or run_dir.lstat().st_uid != uid or not run_dir.is_dir():
+                continue
+        except OSError:
+            continue
+        if int(pid) != me and _pid_alive(int(pid)):
+            continue
+        shutil.rmtree(run_dir, ignore_errors=True)
+        removed.append(run_dir)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def runner_env(prepared: Mapping[str, str], ours: Mapping[str, str]) -> dict[str, str]:
     """The playbook's environment: an allow-list, not the executor's environment.
 

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from contracts import StreamsConfig
 from deploystream.errors import InfrastructureError
 from deploystream.keys import ExecutorKeys
+from executor.runner import sweep_stale_run_dirs
 from executor.settings import ExecutorSettings
 from executor.worker import Executor
 
@@ -48,6 +49,10 @@ async def run_executor(
                 else "refused (not root: a service could not run as a user of its own)"
             ),
         )
+    swept = sweep_stale_run_dirs(settings.work_dir)
+    if swept:
+        dirs = [str(d) for d in swept]
+        log.warning("executor.swept_stale_runs", executor=settings.name, dirs=dirs)
     executor = Executor(redis, config, settings, keys, metrics=metrics)
 
     async def on_signals() -> None:

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+import redis
 
-from contracts import encode
+from contracts import StreamsConfig, encode
 from deploystream.keys import ExecutorKeys, OrchestratorKeys, init_keys
 from executor import intake
 from executor.runner import OpenedSecrets, run_playbook
 from executor.settings import ExecutorSettings
 from orchestrator.job_builder import build_deploy_job, build_provision_job
-from tests.harness import deployctl
+from tests.harness import Executors, deployctl
 
 ANSIBLE_DIR = Path(__file__).parent / "ansible"
 
@@ -144,3 +146,69 @@ def test_inline_secrets_on_the_command_line_are_warned_about(
     )
     assert quiet.returncode == 2, quiet.stderr
     assert "warning" not in quiet.stderr, quiet.stderr
+
+
+def _processes_naming(needle: bytes) -> list[int]:
+    """Pids whose command line or environment mentions ``needle``."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        for part in ("cmdline", "environ"):
+            try:
+                if needle in Path(f"/proc/{pid}/{part}").read_bytes():
+                    out.append(int(pid))
+                    break
+            except OSError:
+                continue
+    return out
+
+
+@pytest.mark.slow
+def test_kill_9_leaves_nothing_a_restarted_executor_does_not_sweep(
+    executors: Executors, rclient: redis.Redis, config: StreamsConfig, keys_dir: Path
+) -> None:
+    """kill -9 of an executor mid-run: its run dir (secrets.json, the runner's
+    ``command`` artifact with the run's environment and token) stays on disk until
+    the next executor on that work dir starts and sweeps it; no process of the run
+    outlives it (the guard kills the tree when the executor dies)."""
+    executors.project_dir = ANSIBLE_DIR
+    ex = executors.start("ex-doomed", "--concurrency", "1")
+    okeys = OrchestratorKeys.load(keys_dir)
+    job = build_deploy_job(
+        okeys,
+        project_name="p",
+        repo="https://github.com/o/r.git",
+        playbook="sleep",
+        extra_vars={"sleep_s": 300},
+        secrets={"STALE_SECRET": "stale-" + os.urandom(8).hex()},
+        github_token="ghp_" + os.urandom(18).hex(),
+    )
+    payload = encode(job)
+    cast(Any, rclient).xadd(
+        "ansible.deploy",
+        {
+            b"job": payload,
+            b"sig": okeys.sign("ansible.deploy", payload).encode(),
+            b"kid": okeys.kid.encode(),
+        },
+    )
+    work = executors.base / "work"
+    deadline = time.monotonic() + 60
+    while not list(work.glob("run-*/artifacts/run/command")):
+        assert time.monotonic() < deadline, ex.output()[-3000:]
+        time.sleep(0.05)
+    (run_dir,) = [d for d in work.iterdir() if d.name.startswith("run-")]
+    assert run_dir.name.startswith(f"run-{ex.proc.pid}-")
+    assert (run_dir / "secrets.json").exists()
+
+    ex.kill9()
+    # What kill -9 leaves: the run dir, secrets and all.
+    assert (run_dir / "secrets.json").exists()
+    # No process of the run outlives it.
+    deadline = time.monotonic() + 30
+    while left := _processes_naming(str(run_dir).encode()):
+        assert time.monotonic() < deadline, left
+        time.sleep(0.1)
+
+    executors.start("ex-next")
+    assert not run_dir.exists()
+    assert "executor.swept_stale_runs" in executors.procs[-1].output()

@@ -716,9 +716,8 @@ def test_hostile_service_finds_nothing_and_reaches_nothing(tmp_path: Path) -> No
     sleeper_secret = "sleeper-" + secrets.token_hex(12)
     project = tmp_path / "project"  # deploy_service + a playbook that stays running
     project.mkdir()
-    (project / "deploy_service.yml").symlink_to(
-        ROOT / "executor/ansible_project/deploy_service.yml"
-    )
+    for shipped in (ROOT / "executor" / "ansible_project").iterdir():  # playbook, library/
+        (project / shipped.name).symlink_to(shipped)
     (project / "sleep.yml").symlink_to(ANSIBLE_DIR / "sleep.yml")
 
     with EmbeddedRedis(extra_args=["--aclfile", str(acl)]) as server:

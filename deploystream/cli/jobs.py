@@ -260,6 +260,10 @@ def deploy(app: App, /, **opts: Any) -> int:
     Ctrl-C stops following (the deploy goes on); a second Ctrl-C within a few
     seconds, or --cancel-on-interrupt, cancels it.
     """
+    source = click.get_current_context().get_parameter_source("github_token")
+    if opts["github_token"] and source is ParameterSource.COMMANDLINE:
+        warn_inline("--github-token TOKEN", "GITHUB_TOKEN in the environment")
+
     # Without a platform API look-up (--project-id with --api-url) these are needed.
     lookup = bool(opts["project_id"] and opts["api_url"] and not opts["detach"])
     if not lookup:
@@ -299,10 +303,6 @@ def deploy(app: App, /, **opts: Any) -> int:
         if token_applies(opts["repo"] or "", opts["github_api_url"] or DEFAULT_GITHUB_API_URL)
         else None,
     )
-
-    source = click.get_current_context().get_parameter_source("github_token")
-    if opts["github_token"] and source is ParameterSource.COMMANDLINE:
-        warn_inline("--github-token TOKEN", "GITHUB_TOKEN in the environment")
 
     async def main() -> int:
         client = StreamClient(await app.redis(), app.config, keys)

@@ -718,7 +718,8 @@ def test_hostile_service_finds_nothing_and_reaches_nothing(tmp_path: Path) -> No
     project.mkdir()
     for shipped in (ROOT / "executor" / "ansible_project").iterdir():  # playbook, library/
         (project / shipped.name).symlink_to(shipped)
-    (project / "sleep.yml").symlink_to(ANSIBLE_DIR / "sleep.yml")
+    for name in ("sleep.yml", "sleep.vars.toml"):
+        (project / name).symlink_to(ANSIBLE_DIR / name)
 
     with EmbeddedRedis(extra_args=["--aclfile", str(acl)]) as server:
         admin: Any = as_user(server.port, "admin", passwords["admin"])
@@ -732,7 +733,7 @@ def test_hostile_service_finds_nothing_and_reaches_nothing(tmp_path: Path) -> No
             ex = group.start("ex-hostile-svc", "--work-dir", str(work_dir), "--concurrency", "3")
 
             def submit(**kw: Any) -> str:
-                job = build_deploy_job(okeys, **kw)
+                job = fresh(build_deploy_job(okeys, **kw))
                 admin.xadd(DEPLOY, signed(DEPLOY, encode(job), okeys))
                 return job.request_id
 

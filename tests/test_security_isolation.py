@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
+import msgspec
 import pytest
 import redis
 
@@ -83,7 +84,7 @@ def test_non_root_executor_refuses_local_deploys_unless_told(tmp_path: Path) -> 
 
     def verdict(settings: ExecutorSettings, host: str) -> intake.Accepted | intake.Rejected:
         job = build_deploy_job(okeys, project_name="p", repo="https://github.com/o/r", host=host)
-        payload = encode(job)
+        payload = encode(msgspec.structs.replace(job, expires_at=time.time() + 3600))
         fields = {
             b"job": payload,
             b"sig": okeys.sign("ansible.deploy", payload).encode(),
@@ -182,7 +183,7 @@ def test_kill_9_leaves_nothing_a_restarted_executor_does_not_sweep(
         secrets={"STALE_SECRET": "stale-" + os.urandom(8).hex()},
         github_token="ghp_" + os.urandom(18).hex(),
     )
-    payload = encode(job)
+    payload = encode(msgspec.structs.replace(job, expires_at=time.time() + 3600))
     cast(Any, rclient).xadd(
         "ansible.deploy",
         {

@@ -20,6 +20,7 @@ from werkzeug import Response
 
 from contracts.rules import token_applies
 from deploystream.keys import ExecutorKeys, OrchestratorKeys
+from executor.unseal import open_secrets
 from orchestrator.errors import PlatformApiRejected, PlatformApiUnavailable, SettingsError
 from orchestrator.platform_api import PlatformApi
 from orchestrator.run import run_deploy_graph
@@ -347,7 +348,9 @@ async def test_clone_token_travels_only_to_its_github_host(
         )
         assert final["outcome"] == "success", final.get("errors")
         (job,) = gateway.submitted
-        sent[repo] = job.github_token and ExecutorKeys.load(keys_dir).open(job.github_token)
+        sent[repo] = (
+            job.github_token and open_secrets(ExecutorKeys.load(keys_dir), job).github_token
+        )
     assert sent == {
         f"https://{host}/acme/shop.git": "ghp_configured",
         "file:///srv/git/shop.git": None,

@@ -44,7 +44,7 @@ def _readme_reference() -> tuple[str, dict[str, set[str]], str]:
     commands: dict[str, set[str]] = {}
     current = ""
     for line in lines[1:]:
-        head = re.match(r"^  ([a-z][a-z ]*?)\s{2,}(.*)$", line)
+        head = re.match(r"^  ([a-z][a-z -]*?)\s{2,}(.*)$", line)
         if head and not line.startswith("   "):
             current = head.group(1)
             commands[current] = set(_OPTION.findall(head.group(2)))

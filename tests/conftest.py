@@ -15,6 +15,7 @@ from contracts import StreamsConfig, load_config, with_overrides
 from deploystream.embedded_redis import EmbeddedRedis
 from deploystream.keys import init_keys
 from tests.harness import Executors
+from tests.sshhosts import Fleet
 
 
 def _docker_answers() -> bool:
@@ -86,3 +87,14 @@ def rclient(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+@pytest.fixture
+def ssh_fleet() -> Iterator[Fleet]:
+    """Real SSH test hosts (tests/sshhosts.py); add them with ``ssh_fleet.add()``.
+    Every namespace, link, process and file they made is removed, pass or fail."""
+    fleet = Fleet.create()
+    try:
+        yield fleet
+    finally:
+        fleet.close()

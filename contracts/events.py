@@ -16,6 +16,8 @@ from msgspec import Struct
 from contracts.jobs import Job
 
 HostStatus = Literal["ok", "changed", "failed", "skipped", "unreachable"]
+# A host's part in a whole run (``not_run``: a stopped rollout never reached it).
+HostOutcome = Literal["ok", "changed", "failed", "unreachable", "skipped", "not_run"]
 ResultStatus = Literal["success", "failed", "timeout", "canceled", "error", "rejected"]
 TERMINAL_FAILURES: frozenset[str] = frozenset(
     {"failed", "timeout", "canceled", "error", "rejected"}
@@ -105,6 +107,15 @@ class HostStats(Struct, kw_only=True, frozen=True):
     ignored: int = 0
 
 
+class HostSummary(Struct, kw_only=True, frozen=True):
+    """One host's part in a run, as AWX's job host summaries: its status, why it
+    failed (first line), and where its service answers (deploys that reached it)."""
+
+    status: HostOutcome
+    msg: str = ""
+    url: str | None = None
+
+
 class Result(_EventBase, tag="result"):
     status: ResultStatus
     stats: dict[str, HostStats] = {}
@@ -117,6 +128,8 @@ class Result(_EventBase, tag="result"):
     executor: str | None = None
     failed_hosts: list[str] = []
     failed_task: str | None = None
+    # Every host of the run (inventory order); new in v2: absent in older results.
+    hosts: dict[str, HostSummary] = {}
 
     @property
     def ok(self) -> bool:

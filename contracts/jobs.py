@@ -28,6 +28,7 @@ Port = Annotated[int, Meta(ge=1, le=65535)]
 UserName = Annotated[str, Meta(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")]
 # Sealed values are base64 text of a NaCl SealedBox; only executors can open them.
 Sealed = Annotated[str, Meta(max_length=65536)]
+Serial = Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,3}%?$")]
 
 LOCAL_HOSTS: Final = frozenset({"localhost", "127.0.0.1", "::1", "local"})
 
@@ -65,6 +66,10 @@ class _JobBase(Struct, kw_only=True, tag_field="kind", forbid_unknown_fields=Tru
     # the client at submit, signed with the rest). An executor refuses a job past it
     # and one without it (older payloads still decode; they are refused, see intake).
     expires_at: float | None = None
+    # Rolling runs (Ansible's ``serial`` and ``max_fail_percentage``): hosts in
+    # batches of N or N% of them; a batch failing beyond the limit stops the rollout.
+    serial: Serial | None = None
+    max_fail_percent: Annotated[int, Meta(ge=0, le=100)] | None = None
 
 
 class DeployJob(_JobBase, tag="deploy"):
@@ -84,6 +89,9 @@ class ProvisionJob(_JobBase, tag="provision"):
     server_handle: Annotated[str, Meta(min_length=1, max_length=200)]
     force_reinstall: bool = False
     is_recovery: bool = False
+    # Trust a host whose key is not yet known on first contact (ssh accept-new) and
+    # record it; a *changed* key still fails.
+    accept_new_host_key: bool = False
 
 
 Job = DeployJob | ProvisionJob

@@ -37,11 +37,12 @@ from typing import Any
 
 from ansible_runner.interface import init_runner
 
-from contracts import DeployJob, HostStats, Job, ProvisionJob, Target
+from contracts import DeployJob, HostStats, HostSummary, Job, ProvisionJob, Target
 from contracts.rules import repo_clone_url
+from executor import ssh
 from executor.guard import ENV_NICE, kill_tree, proc_table
 from executor.settings import ExecutorSettings
-from executor.translate import failure_line, host_stats, stats_artifacts
+from executor.translate import failure_line, host_stats, host_summaries, stats_artifacts
 
 _GUARD = Path(__file__).resolve().with_name("guard.py")
 
@@ -67,6 +68,8 @@ class RunOutcome:
     error: str | None = None
     # The first line of the first failed task's message (why it failed).
     failed_message: str | None = None
+    # Every host of the run (inventory order, within the job's limit).
+    hosts: dict[str, HostSummary] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -98,13 +101,21 @@ def _host_line(t: Target, settings: ExecutorSettings) -> tuple[str, str]:
     return t.host, " ".join(parts)
 
 
-def _inventory(job: Job, settings: ExecutorSettings) -> str:
-    """``target`` first, then the extra ``hosts`` (a name listed twice counts once)."""
-    lines: dict[str, str] = {}
+def _inventory(job: Job, settings: ExecutorSettings) -> dict[str, tuple[Target, str]]:
+    """``target`` first, then the extra ``hosts`` (a name listed twice counts once):
+    inventory name -> (target, inventory line)."""
+    lines: dict[str, tuple[Target, str]] = {}
     for t in [job.target, *job.hosts]:
         name, line = _host_line(t, settings)
-        lines.setdefault(name, line)
-    return "\n".join(lines.values()) + "\n"
+        lines.setdefault(name, (t, line))
+    return lines
+
+
+def _url_of(job: Job) -> Callable[[str], str | None]:
+    """Where a deploy's service answers on one host (deploy_service's deployed_url)."""
+    if not isinstance(job, DeployJob):
+        return lambda _host: None
+    return lambda host: f"http://{'localhost' if host == 'local' else host}:{job.service_port}"
 
 
 def _cmdline(pid: int) -> bytes:
@@ -135,7 +146,6 @@ def _extravars(job: Job, settings: ExecutorSettings, secrets_file: Path) -> dict
             ref=job.ref,
             service_port=job.service_port,
             health_path=job.health_path,
-            deploy_host="localhost" if job.target.is_local else job.target.host,
             modules=list(job.modules),
         )
     elif isinstance(job, ProvisionJob):
@@ -144,6 +154,10 @@ def _extravars(job: Job, settings: ExecutorSettings, secrets_file: Path) -> dict
             force_reinstall=job.force_reinstall,
             is_recovery=job.is_recovery,
         )
+    if job.serial:
+        ev["ds_serial"] = job.serial
+    if job.max_fail_percent is not None:
+        ev["ds_max_fail_percent"] = job.max_fail_percent
     return ev
 
 
@@ -216,13 +230,17 @@ def run_playbook(
         base.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix=f"{RUN_PREFIX}{os.getpid()}-", dir=base))  # 0700
     try:
-        return _run_in(run_dir, job, playbook, settings, secrets, on_event, cancel, nice)
+        with ssh.control_dir() as control:
+            return _run_in(
+                run_dir, control, job, playbook, settings, secrets, on_event, cancel, nice
+            )
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _run_in(
     run_dir: Path,
+    control: Path,
     job: Job,
     playbook: Path,
     settings: ExecutorSettings,
@@ -232,7 +250,12 @@ def _run_in(
     nice: int,
 ) -> RunOutcome:
     inventory = run_dir / "inventory"
-    _write_private(inventory, _inventory(job, settings))
+    hosts = _inventory(job, settings)
+    _write_private(inventory, "\n".join(line for _t, line in hosts.values()) + "\n")
+    # The run's hosts (within the job's limit); those whose key is unknown never run.
+    scope = [h for h in hosts if not job.limit or h in job.limit]
+    refused = ssh.refused_hosts(job, [hosts[h][0] for h in scope], settings.known_hosts)
+    runnable = [h for h in scope if h not in refused]
     secrets_file = run_dir / "secrets.json"
     dotenv: dict[str, str] = {}
     if isinstance(job, DeployJob):
@@ -247,10 +270,10 @@ def _run_in(
         "ANSIBLE_LOCAL_TEMP": str(tmp),
         "ANSIBLE_REMOTE_TEMP": str(tmp) if job.target.is_local else "~/.ansible/tmp",
         "ANSIBLE_RETRY_FILES_ENABLED": "false",
-        "ANSIBLE_HOST_KEY_CHECKING": "false",
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_DEPRECATION_WARNINGS": "false",
         ENV_NICE: str(nice),
+        **ssh.ssh_env(job, settings.known_hosts, control),
     }
     if secrets.github_token:
         env["DEPLOYSTREAM_GIT_TOKEN"] = secrets.github_token
@@ -261,6 +284,12 @@ def _run_in(
 
     outcome = RunOutcome(status="error", rc=None)
     failed: dict[str, tuple[str, str]] = {}  # host -> (task, first line of its message)
+    if not runnable:  # every host refused: nothing to run anywhere
+        outcome.status = "failed"
+        outcome.failed_hosts = sorted(refused)
+        outcome.error = outcome.failed_message = next(iter(refused.values()))
+        outcome.hosts = host_summaries(scope, {}, {}, refused, _url_of(job))
+        return outcome
     # The run's ansible-playbook is the only child of ours whose argv names run_dir.
     marker = str(inventory).encode()
     deadline = time.monotonic() + job.timeout_s
@@ -285,9 +314,13 @@ def _run_in(
         name = raw.get("event")
         data = raw.get("event_data") or {}
         if name in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
-            failed.setdefault(
-                str(data.get("host", "")), (str(data.get("task", "")), failure_line(raw))
-            )
+            host, why = str(data.get("host", "")), failure_line(raw)
+            if name == "runner_on_unreachable":
+                msg = str((data.get("res") or {}).get("msg", ""))
+                why = ssh.key_mismatch(host, msg) or why
+                if why.startswith("host key for"):
+                    refused.setdefault(host, why)
+            failed.setdefault(host, (str(data.get("task", "")), why))
         elif name == "playbook_on_stats":
             outcome.stats = host_stats(raw)
             outcome.artifacts = stats_artifacts(raw)
@@ -302,7 +335,7 @@ def _run_in(
         inventory=str(inventory),
         extravars=_extravars(job, settings, secrets_file),
         envvars=env,
-        limit=",".join(job.limit) if job.limit else None,
+        limit=",".join(runnable) if (job.limit or refused) else None,
         event_handler=handler,
         cancel_callback=should_stop,
         quiet=True,
@@ -316,10 +349,16 @@ def _run_in(
     if stopped and outcome.status in ("canceled", "failed", "error"):
         outcome.status = stopped[0]
     outcome.rc = runner.rc
-    outcome.failed_hosts = sorted(failed)
+    outcome.failed_hosts = sorted(set(failed) | set(refused))
     if failed:
         outcome.failed_task, message = next(iter(failed.values()))
         outcome.failed_message = message or None
-    if outcome.status == "failed" and not failed:
+    elif refused:
+        outcome.failed_message = next(iter(refused.values()))
+    if refused and outcome.status == "successful":
+        outcome.status = "failed"  # the others ran; the refused hosts did not
+    if outcome.status == "failed" and not failed and not refused:
         outcome.error = f"ansible-playbook exited with rc={runner.rc}"
+    whys = {h: why for h, (_task, why) in failed.items()}
+    outcome.hosts = host_summaries(scope, outcome.stats, whys, refused, _url_of(job))
     return outcome

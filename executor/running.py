@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import anyio
+import msgspec
 
 from contracts import Job, Result
 from deploystream import redact as redaction
@@ -87,6 +88,10 @@ class PlaybookRun(ExecutorCore):
             outcome.failed_task = redact(outcome.failed_task)
         if outcome.failed_message:
             outcome.failed_message = redact(outcome.failed_message)
+        outcome.hosts = {
+            h: msgspec.structs.replace(summary, msg=redact(summary.msg))
+            for h, summary in outcome.hosts.items()
+        }
         return outcome
 
     async def _run_in_slot(
@@ -129,6 +134,8 @@ class PlaybookRun(ExecutorCore):
             by = f"canceled by {owned.canceled_by or 'request'}"
             error = f"{error} ({by})" if error else by
         url = outcome.artifacts.get("deployed_url") if status == "success" else None
+        if status == "success" and len(outcome.hosts) > 1:  # each host by name
+            url = " ".join(h.url for h in outcome.hosts.values() if h.url)
         return Result(
             request_id=job.request_id,
             seq=0,
@@ -143,4 +150,5 @@ class PlaybookRun(ExecutorCore):
             executor=self.name,
             failed_hosts=outcome.failed_hosts,
             failed_task=outcome.failed_task,
+            hosts=outcome.hosts,
         )

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from contracts import DeployJob, Job
+from deploystream.known_hosts import default_known_hosts
 from executor.playbooks import Catalog
 
 DEFAULT_PROJECT_DIR = Path(__file__).resolve().parent / "ansible_project"
@@ -29,6 +30,8 @@ class ExecutorSettings:
     # Run dirs (ansible-runner private data) live here and are removed after each run.
     work_dir: Path | None = None
     ssh_key_path: Path | None = None
+    # Host keys of remote hosts, checked strictly (executor/ssh.py).
+    known_hosts: Path = field(default_factory=default_known_hosts)
     allow_file_repos: bool = True
     python: str = sys.executable
     metrics_port: int | None = None

@@ -11,7 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from contracts.events import Event, HostResult, HostStats, Output, PlaybookStarted, TaskStarted
+from contracts.events import (
+    Event,
+    HostOutcome,
+    HostResult,
+    HostStats,
+    HostSummary,
+    Output,
+    PlaybookStarted,
+    TaskStarted,
+)
 
 MSG_MAX = 500
 _HOST_EVENTS = {
@@ -147,3 +156,36 @@ def stats_artifacts(raw: Mapping[str, Any]) -> dict[str, Any]:
     data: Mapping[str, Any] = raw.get("event_data") or {}
     artifacts = data.get("artifact_data") or {}
     return dict(artifacts) if isinstance(artifacts, Mapping) else {}
+
+
+def host_summaries(
+    scope: list[str],
+    stats: Mapping[str, HostStats],
+    whys: Mapping[str, str],
+    refused: Mapping[str, str],
+    url_of: Callable[[str], str | None],
+) -> dict[str, HostSummary]:
+    """Each host's part in the run, from the play's stats (AWX's host summaries):
+    refused (host key) -> failed; no stats -> not_run (a stopped rollout)."""
+    out: dict[str, HostSummary] = {}
+    for host in scope:
+        st = stats.get(host)
+        status: HostOutcome
+        if host in refused:
+            out[host] = HostSummary(status="failed", msg=refused[host])
+            continue
+        if st is None:
+            status = "not_run"
+        elif st.unreachable:
+            status = "unreachable"
+        elif st.failed:
+            status = "failed"
+        elif st.changed:
+            status = "changed"
+        elif st.ok:
+            status = "ok"
+        else:
+            status = "skipped"
+        url = url_of(host) if status in ("ok", "changed") else None
+        out[host] = HostSummary(status=status, msg=whys.get(host, ""), url=url)
+    return out

@@ -48,6 +48,8 @@ ALLOWED: dict[str, str] = {
     "server_handle": "1 to 200 characters",
     "health_path": "a path starting with '/': letters, digits, '.', '_', '/' or '-'",
     "request_id": "up to 128 letters, digits, '_', '.' or '-'",
+    "serial": "N or N% (N from 1 to 9999)",
+    "max_fail_percent": "a percentage from 0 to 100",
 }
 _AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
 
@@ -80,6 +82,24 @@ def _target(host: str, port: int = 22, user: str | None = None) -> Target:
         return msgspec.convert(fields, Target)
     except msgspec.ValidationError as exc:
         raise _field_error(exc, fields, "target.") from exc
+
+
+# (host, port, user) of a ``--host [USER@]HOST[:PORT]``
+HostSpec = tuple[str, int, str | None]
+
+
+def _rollout(
+    extra_hosts: list[HostSpec] | None, serial: str | None, max_fail_percent: int | None
+) -> dict[str, Any]:
+    """The run's other hosts (checked as ``--host`` is) and its rolling settings."""
+    out: dict[str, Any] = {
+        "hosts": [msgspec.to_builtins(_target(*spec)) for spec in extra_hosts or []]
+    }
+    if serial is not None:
+        out["serial"] = serial
+    if max_fail_percent is not None:
+        out["max_fail_percent"] = max_fail_percent
+    return out
 
 
 def _seal(keys: OrchestratorKeys, binding: SecretBinding, value: str) -> str:
@@ -119,6 +139,9 @@ def build_deploy_job(
     health_path: str = "/health",
     request_id: str | None = None,
     sealed_secrets: dict[str, str] | None = None,
+    extra_hosts: list[HostSpec] | None = None,
+    serial: str | None = None,
+    max_fail_percent: int | None = None,
 ) -> DeployJob:
     fields: dict[str, Any] = {
         "kind": "deploy",
@@ -148,6 +171,7 @@ def build_deploy_job(
         if github_token
         else None,
         "health_path": health_path,
+        **_rollout(extra_hosts, serial, max_fail_percent),
     }
     job: DeployJob = _finish(DeployJob, fields)
     return job
@@ -168,6 +192,10 @@ def build_provision_job(
     is_recovery: bool = False,
     idempotency_key: str | None = None,
     request_id: str | None = None,
+    extra_hosts: list[HostSpec] | None = None,
+    serial: str | None = None,
+    max_fail_percent: int | None = None,
+    accept_new_host_key: bool = False,
 ) -> ProvisionJob:
     fields: dict[str, Any] = {
         "kind": "provision",
@@ -185,6 +213,8 @@ def build_provision_job(
         "server_handle": server_handle,
         "force_reinstall": force_reinstall,
         "is_recovery": is_recovery,
+        "accept_new_host_key": accept_new_host_key,
+        **_rollout(extra_hosts, serial, max_fail_percent),
     }
     job: ProvisionJob = _finish(ProvisionJob, fields)
     return job

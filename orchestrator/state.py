@@ -64,6 +64,9 @@ class DeployState(TypedDict, total=False):
     host: str
     ssh_port: int
     ssh_user: str | None
+    extra_hosts: list[list[Any]]  # more hosts of the run: [host, port, user] each
+    serial: str | None  # rolling: batches of N or N% of the hosts
+    max_fail_percent: int | None
     service_port: int
     env: dict[str, str]  # plain, non-secret service environment
     extra_vars: dict[str, Any]

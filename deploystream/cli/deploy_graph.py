@@ -46,9 +46,15 @@ def request_from(opts: dict[str, Any]) -> DeployState:
         "playbook": opts["playbook"],
         "timeout_s": opts["timeout_s"],
     }
-    for key in ("repo", "ref", "host", "service_port", "idempotency_key", "github_repo"):
+    for key in ("repo", "ref", "service_port", "idempotency_key", "github_repo", "serial"):
         if opts.get(key):
             request[key] = opts[key]
+    if opts.get("max_fail_percent") is not None:
+        request["max_fail_percent"] = opts["max_fail_percent"]
+    hosts = opts.get("host") or ()
+    if hosts:  # --host [USER@]HOST[:PORT]: the first is the target, the rest more hosts
+        request["host"], request["ssh_port"], request["ssh_user"] = hosts[0]
+        request["extra_hosts"] = [list(spec) for spec in hosts[1:]]
     return request
 
 

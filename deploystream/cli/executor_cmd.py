@@ -10,6 +10,7 @@ import click
 
 from contracts import with_overrides
 from deploystream.cli.app import App
+from deploystream.known_hosts import ENV_KNOWN_HOSTS
 
 
 @click.command()
@@ -71,6 +72,14 @@ from deploystream.cli.app import App
     help="SSH private key for remote hosts (never in a job).",
 )
 @click.option(
+    "--known-hosts",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar=ENV_KNOWN_HOSTS,
+    show_envvar=True,
+    help="Known SSH host keys, checked strictly (deployctl hosts add). "
+    "[default: ~/.ssh/known_hosts]",
+)
+@click.option(
     "--allow-file-repos/--no-file-repos",
     default=True,
     envvar="DEPLOYSTREAM_ALLOW_FILE_REPOS",
@@ -104,6 +113,7 @@ def executor(
     apps_root: Path | None,
     work_dir: Path | None,
     ssh_key: Path | None,
+    known_hosts: Path | None,
     allow_file_repos: bool,
     unisolated_local_services: bool,
     shutdown_grace: float | None,
@@ -140,6 +150,8 @@ def executor(
         overrides["project_dir"] = project_dir.resolve()
     if apps_root:
         overrides["apps_root"] = apps_root.resolve()
+    if known_hosts:
+        overrides["known_hosts"] = known_hosts.resolve()
     if overrides:
         from dataclasses import replace
 

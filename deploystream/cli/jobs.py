@@ -23,6 +23,7 @@ from deploystream.cli.app import EXIT_JOB_FAILED, EXIT_OK, App
 from deploystream.cli.follow import Display, follow, print_json
 from deploystream.cli.interrupt import CANCEL_ON_INTERRUPT_OPT, follow_interruptibly
 from deploystream.cli.params import (
+    HOST_SPEC,
     HTTP_URL,
     KEY_VALUE,
     REQUEST_ID,
@@ -124,6 +125,33 @@ EXTRA_VAR_OPT = click.option(
     "the playbook declares in NAME.vars.toml next to it (`deployctl executor --help` shows "
     "one). Repeatable.",
 )
+HOST_OPT = click.option(
+    "--host",
+    type=HOST_SPEC,
+    multiple=True,
+    envvar="DEPLOYSTREAM_HOST",
+    show_envvar=True,
+    help="[USER@]HOST[:PORT] to run on, repeatable: the first is the target, the rest "
+    "more hosts of the same run. localhost (the default) uses Ansible's local connection; "
+    "other hosts SSH with the executor's key and known hosts.",
+)
+SERIAL_OPT = click.option(
+    "--serial",
+    help="Rolling: run the hosts in batches of N, or N% of them (Ansible's serial).",
+)
+MAX_FAIL_OPT = click.option(
+    "--max-fail-percent",
+    type=click.IntRange(0, 100),
+    help="Rolling: stop when more than P% of a batch fails (remaining hosts: not_run).",
+)
+
+
+def host_fields(hosts: tuple[tuple[str, int, str | None], ...]) -> dict[str, Any]:
+    """``--host`` values as job builder fields (target, then extra hosts)."""
+    first, *rest = hosts or (("localhost", 22, None),)
+    return {"host": first[0], "ssh_port": first[1], "ssh_user": first[2], "extra_hosts": rest}
+
+
 # Post-deploy integrations: ``deploy`` and ``retry`` of a deploy take the same ones.
 POST_DEPLOY_OPTS = (
     click.option(
@@ -208,12 +236,9 @@ def post_deploy_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     show_envvar=True,
     help="Branch, tag or commit to deploy. [default: main]",
 )
-@click.option(
-    "--host",
-    envvar="DEPLOYSTREAM_HOST",
-    show_envvar=True,
-    help="Target host; localhost (the default) uses Ansible's local connection.",
-)
+@HOST_OPT
+@SERIAL_OPT
+@MAX_FAIL_OPT
 @click.option(
     "--service-port",
     type=click.IntRange(1, 65535),
@@ -289,7 +314,9 @@ def deploy(app: App, /, **opts: Any) -> int:
         project_name=opts["project_name"] or "placeholder",
         repo=opts["repo"] or "owner/placeholder",
         ref=opts["ref"] or "main",
-        host=opts["host"] or "localhost",
+        **host_fields(opts["host"]),
+        serial=opts["serial"],
+        max_fail_percent=opts["max_fail_percent"],
         service_port=opts["service_port"] or 8000,
         project_id=opts["project_id"],
         env=pairs(opts["env"]),
@@ -326,12 +353,14 @@ def deploy(app: App, /, **opts: Any) -> int:
     show_envvar=True,
     help="Server handle (name/id) to provision.",
 )
+@HOST_OPT
+@SERIAL_OPT
+@MAX_FAIL_OPT
 @click.option(
-    "--host",
-    default="localhost",
-    envvar="DEPLOYSTREAM_HOST",
-    show_envvar=True,
-    help="Target host; localhost uses Ansible's local connection.",
+    "--accept-new-host-key",
+    is_flag=True,
+    help="Trust a host whose SSH key is not yet known on first contact, and record it "
+    "(a changed key still fails).",
 )
 @EXTRA_VAR_OPT
 @click.option(
@@ -352,7 +381,10 @@ def deploy(app: App, /, **opts: Any) -> int:
 def provision(
     app: App,
     server_handle: str | None,
-    host: str,
+    host: tuple[tuple[str, int, str | None], ...],
+    serial: str | None,
+    max_fail_percent: int | None,
+    accept_new_host_key: bool,
     extra_vars: tuple[tuple[str, str], ...],
     playbook: str,
     timeout_s: int,
@@ -368,7 +400,10 @@ def provision(
         build_provision_job,
         keys,
         server_handle=server_handle,
-        host=host,
+        **host_fields(host),
+        serial=serial,
+        max_fail_percent=max_fail_percent,
+        accept_new_host_key=accept_new_host_key,
         extra_vars=pairs(extra_vars),
         playbook=playbook,
         timeout_s=timeout_s,

@@ -80,6 +80,7 @@ def _register() -> None:
     from deploystream.cli import (
         demo,
         executor_cmd,
+        hosts_cmd,
         jobs,
         keys_cmd,
         ops,
@@ -92,6 +93,7 @@ def _register() -> None:
     for command in (jobs.deploy, jobs.provision, jobs.tail, jobs.cancel, jobs.retry):
         cli.add_command(command)
     cli.add_command(keys_cmd.keys)
+    cli.add_command(hosts_cmd.hosts)
     cli.add_command(ops.status)
     cli.add_command(ops.dlq)
     cli.add_command(demo.demo)

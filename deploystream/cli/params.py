@@ -137,12 +137,35 @@ class EntryIdType(click.ParamType[str, Any]):
         return str(value)
 
 
+class HostSpec(click.ParamType[tuple[str, int, str | None], Any]):
+    """``[USER@]HOST[:PORT]`` (IPv6: ``[ADDR]:PORT``) -> ``(host, port, user)``; the
+    host and user themselves are checked where the job is built."""
+
+    name = "[USER@]HOST[:PORT]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        user, at, rest = str(value).rpartition("@")
+        host, port = rest, "22"
+        if rest.startswith("[") and "]" in rest:
+            host, _, tail = rest[1:].partition("]")
+            if tail:
+                port = tail.removeprefix(":")
+        elif rest.count(":") == 1:
+            host, _, port = rest.partition(":")
+        if not host or (at and not user) or not port.isdigit() or not 0 < int(port) < 65536:
+            self.fail(f"{shown(value)} is not [USER@]HOST[:PORT] (port 1-65535)", param, ctx)
+        return (host, int(port), user or None)
+
+
 KEY_VALUE = KeyValue()
 SECRET_VALUE = KeyValue(from_env=True)
 REDIS_URL = RedisUrl()
 HTTP_URL = HttpUrl()
 REQUEST_ID = RequestIdType()
 ENTRY_ID = EntryIdType()
+HOST_SPEC = HostSpec()
 
 
 def pairs(values: tuple[tuple[str, str], ...]) -> dict[str, str]:

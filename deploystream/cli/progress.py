@@ -256,5 +256,16 @@ def describe_result(result: Result) -> str:
     return f"{result.status} after {secs:.1f} s{where}{reason}"
 
 
+def describe_hosts(result: Result, counts: dict[str, Counter[str]]) -> list[str]:
+    """One line per host of the run (the result's host summaries): status, counts,
+    and where it answers or why it did not."""
+    lines = []
+    for host, summary in result.hosts.items():
+        tally = f" [{format_counts(counts[host])}]" if host in counts else ""
+        extra = summary.url or summary.msg
+        lines.append(f"{host}: {summary.status}{tally}" + (f" — {extra}" if extra else ""))
+    return lines
+
+
 def format_counts(counts: Counter[str]) -> str:
     return " ".join(f"{k}={counts.get(k, 0)}" for k in COUNTED)

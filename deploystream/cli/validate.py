@@ -29,6 +29,9 @@ OPTION_OF: Mapping[str, str] = {
     "idempotency_key": "--idempotency-key",
     "server_handle": "--server",
     "limit": "--failed-hosts",
+    "hosts": "--host",
+    "serial": "--serial",
+    "max_fail_percent": "--max-fail-percent",
 }
 _ROOT = re.compile(r"^[A-Za-z_]+")
 

@@ -42,6 +42,7 @@ from deploystream.cli.progress import (
     PlayNode,
     Progress,
     TaskNode,
+    describe_hosts,
     describe_result,
     describe_wait,
     format_counts,
@@ -152,7 +153,9 @@ class LineRenderer:
                 totals = format_counts(progress.totals())
                 lines.append(f"{event.status.upper()} {describe_result(event)} [{totals}]")
                 hosts = progress.host_totals()
-                if len(hosts) > 1 or event.status != "success":
+                if event.hosts and (len(event.hosts) > 1 or event.status != "success"):
+                    lines += [f"  {line}" for line in describe_hosts(event, hosts)]
+                elif len(hosts) > 1 or event.status != "success":
                     lines += [f"  {h}: {format_counts(c)}" for h, c in sorted(hosts.items())]
             case _:
                 return
@@ -204,7 +207,12 @@ class LiveRenderer:
         if p.result is not None:
             tail.append(Text(f"{describe_result(p.result)}", style=STYLE.get(p.result.status, "")))
         hosts = p.host_totals()
-        if len(hosts) > 1:
+        if p.result is not None and len(p.result.hosts) > 1:
+            for summary, text in zip(
+                p.result.hosts.values(), describe_hosts(p.result, hosts), strict=True
+            ):
+                tail.append(Text(f"  {text}", style=STYLE.get(summary.status, "")))
+        elif len(hosts) > 1:
             tail.append(self._host_line(hosts))
         if p.waiting and p.result is None:
             tail.append(Text(f"⏸ {p.waiting}", style="yellow"))

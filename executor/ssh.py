@@ -1,0 +1,107 @@
+"""How the executor talks SSH: strict host keys, reused connections, its own key.
+
+Every remote host is checked against the executor's known-hosts file
+(:mod:`deploystream.known_hosts`) with ``StrictHostKeyChecking=yes``: a host whose key
+is not recorded is refused before the run (nothing runs there), and a host whose key
+changed fails at the key exchange, before any authentication or command; neither
+ever falls back to accepting. Only a provision job that asks for it
+(``accept_new_host_key``) trusts a host on first contact (``accept-new``: a changed
+key still fails).
+
+Connections are reused within a run: a ControlMaster per host (ControlPersist) in a
+short private directory (socket paths are limited to ~100 bytes), closed when the run
+ends, plus pipelining (one SSH session per task, no remote temp copies of modules).
+The executor's private key is named by path in the run's 0600 inventory, read by the
+local ``ssh`` only: never in a job, an event, or on a host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from contracts import Job, ProvisionJob, Target
+from deploystream.known_hosts import known_name, lookup
+
+# ssh's own words for a key that does not match what known_hosts holds.
+_KEY_MISMATCH = ("REMOTE HOST IDENTIFICATION HAS CHANGED", "Host key verification failed")
+CONNECT_TIMEOUT_S = 10
+
+
+def accepts_new(job: Job) -> bool:
+    return isinstance(job, ProvisionJob) and job.accept_new_host_key
+
+
+def unknown_host_message(t: Target, known_hosts: Path) -> str:
+    return (
+        f"host key for {t.host} unknown: {known_name(t.host, t.port)} is not in "
+        f"{known_hosts} (record it with `deployctl hosts add {t.host}`); nothing was run there"
+    )
+
+
+def refused_hosts(job: Job, targets: list[Target], known_hosts: Path) -> dict[str, str]:
+    """Remote hosts of the run whose key is not recorded: inventory name -> why."""
+    if accepts_new(job):
+        return {}
+    return {
+        t.host: unknown_host_message(t, known_hosts)
+        for t in targets
+        if not t.is_local and not lookup(known_hosts, t.host, t.port)
+    }
+
+
+def key_mismatch(host: str, msg: str) -> str | None:
+    """The clear message for an unreachable result that is a host key mismatch."""
+    if any(marker in msg for marker in _KEY_MISMATCH):
+        return (
+            f"host key for {host} changed: it does not match the known-hosts file; "
+            "nothing was run there (if the server was reinstalled, remove its old key)"
+        )
+    return None
+
+
+def ssh_env(job: Job, known_hosts: Path, control_dir: Path) -> dict[str, str]:
+    """Ansible's SSH settings for one run (environment of ansible-playbook)."""
+    strict = "accept-new" if accepts_new(job) else "yes"
+    args = [
+        "-o ControlMaster=auto",
+        "-o ControlPersist=60s",
+        f"-o StrictHostKeyChecking={strict}",
+        f"-o UserKnownHostsFile={known_hosts}",
+        "-o GlobalKnownHostsFile=/dev/null",
+        "-o UpdateHostKeys=no",
+        "-o BatchMode=yes",
+        "-o IdentitiesOnly=yes",
+        "-o ServerAliveInterval=5",
+    ]
+    return {
+        "ANSIBLE_SSH_ARGS": " ".join(args),
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_dir),
+        "ANSIBLE_SSH_PIPELINING": "true",
+        "ANSIBLE_HOST_KEY_CHECKING": "true",
+        "ANSIBLE_TIMEOUT": str(CONNECT_TIMEOUT_S),
+        "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
+    }
+
+
+@contextlib.contextmanager
+def control_dir() -> Iterator[Path]:
+    """A private directory for the run's ControlMaster sockets; on exit every master
+    is told to exit and the directory is removed (no ssh outlives its run)."""
+    path = Path(tempfile.mkdtemp(prefix="ds-ssh-"))  # short: socket path limit
+    try:
+        yield path
+    finally:
+        for sock in path.iterdir():
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                subprocess.run(
+                    ["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "master"],
+                    capture_output=True,
+                    timeout=10,
+                    check=False,
+                )
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,186 @@
+"""Deploy and provision over SSH to real test hosts (tests/sshhosts.py): rolling,
+per host, with strict host keys."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deploystream.embedded_redis import free_port
+from deploystream.sample_service import create_sample_repo
+from tests.harness import Executors, deployctl
+from tests.sshhosts import REMOTE_APPS_ROOT, Fleet, SshHost
+
+pytestmark = pytest.mark.slow
+APP = f"{REMOTE_APPS_ROOT}/sample"
+
+
+@pytest.fixture
+def shared_repo() -> Iterator[str]:
+    """The sample repo where every host's deploy user can read it (/tmp is shared)."""
+    base = Path(tempfile.mkdtemp(prefix="ds-repo-"))
+    base.chmod(0o755)
+    try:
+        yield create_sample_repo(base / "sample")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def known_hosts(tmp_path: Path) -> Path:
+    return tmp_path / "known_hosts"
+
+
+def _executor(executors: Executors, fleet: Fleet, known_hosts: Path) -> None:
+    executors.start(
+        "ex-ssh",
+        "--apps-root", REMOTE_APPS_ROOT,
+        "--ssh-key", str(fleet.executor_key),
+        "--known-hosts", str(known_hosts),
+    )  # fmt: skip
+
+
+def _json_lines(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def _result(stdout: str) -> dict[str, Any]:
+    results = [o for o in _json_lines(stdout) if o.get("type") == "result"]
+    assert results, stdout
+    return results[-1]
+
+
+def _get(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        assert resp.status == 200
+        return dict(json.loads(resp.read()))
+
+
+def _deploy(
+    hosts: list[SshHost], repo: str, port: int, redis_url: str, keys_dir: Path, *extra: str
+) -> Any:
+    args = ["deploy", "--project", "sample", "--repo", repo, "--service-port", str(port)]
+    for h in hosts:
+        args += ["--host", h.spec]
+    return deployctl(*args, *extra, "--json", redis_url=redis_url, keys_dir=keys_dir)
+
+
+def test_rolling_deploy_to_three_ssh_hosts_each_with_its_own_copy(
+    ssh_fleet: Fleet,
+    executors: Executors,
+    shared_repo: str,
+    known_hosts: Path,
+    redis_url: str,
+    keys_dir: Path,
+) -> None:
+    hosts = [ssh_fleet.add() for _ in range(3)]
+    ssh_fleet.known_hosts(known_hosts)
+    _executor(executors, ssh_fleet, known_hosts)
+    port = free_port()
+    done = _deploy(hosts, shared_repo, port, redis_url, keys_dir, "--serial", "1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = _result(done.stdout)
+    assert result["status"] == "success"
+    assert list(result["hosts"]) == [h.addr for h in hosts]
+    for h in hosts:
+        summary = result["hosts"][h.addr]
+        assert summary["status"] == "changed"
+        assert summary["url"] == f"http://{h.addr}:{port}"
+        assert summary["url"] in result["deployed_url"]
+    # rolling, one host at a time: each host's first task starts after the previous
+    # host's last one (the executor's events, in stream order)
+    order = [o["host"] for o in _json_lines(done.stdout) if o.get("type") == "host_result"]
+    firsts = [order.index(h.addr) for h in hosts]
+    lasts = [len(order) - 1 - order[::-1].index(h.addr) for h in hosts]
+    assert lasts[0] < firsts[1] and lasts[1] < firsts[2], order
+    pids = set()
+    for h in hosts:  # each answers on its own address, from its own copy
+        answer = _get(f"http://{h.addr}:{port}/")
+        own_pid = int(h.path(f"{APP}/service.pid").read_text())
+        assert answer["pid"] == own_pid
+        assert (h.path(APP) / "app.py").is_file()
+        pids.add(own_pid)
+    assert len(pids) == 3
+    # the executor's key never reached a host
+    key = ssh_fleet.executor_key.read_text()
+    for h in hosts:
+        for f in h.path(APP).rglob("*"):
+            if f.is_file():
+                assert key not in f.read_text(errors="replace")
+
+
+def test_changed_or_unknown_host_key_fails_that_host_and_runs_nothing_there(
+    ssh_fleet: Fleet,
+    executors: Executors,
+    shared_repo: str,
+    known_hosts: Path,
+    redis_url: str,
+    keys_dir: Path,
+) -> None:
+    good, changed, unknown = (ssh_fleet.add() for _ in range(3))
+    ssh_fleet.known_hosts(known_hosts, [good, changed])
+    ssh_fleet.rekey(changed)  # an impostor (or a reinstall) at a known address
+    _executor(executors, ssh_fleet, known_hosts)
+    done = _deploy([good, changed, unknown], shared_repo, free_port(), redis_url, keys_dir)
+    assert done.returncode == 1, done.stdout + done.stderr
+    result = _result(done.stdout)
+    assert result["status"] == "failed"
+    hosts = result["hosts"]
+    assert hosts[good.addr]["status"] == "changed"
+    assert hosts[changed.addr]["status"] == "failed"
+    assert hosts[changed.addr]["msg"].startswith(f"host key for {changed.addr} changed")
+    assert hosts[unknown.addr]["status"] == "failed"
+    assert hosts[unknown.addr]["msg"].startswith(f"host key for {unknown.addr} unknown")
+    assert sorted(result["failed_hosts"]) == sorted([changed.addr, unknown.addr])
+    assert good.path(APP).is_dir()
+    for h in (changed, unknown):  # nothing ran there, not even Ansible's temp dir
+        assert not h.path(APP).exists()
+        assert not h.path("/home/deploy/.ansible").exists()
+    # never falls back to accepting: the file still holds the old key only
+    assert changed.host_key_pub not in known_hosts.read_text()
+    assert unknown.addr not in known_hosts.read_text()
+
+
+def test_unreachable_host_then_retry_failed_hosts_touches_only_it(
+    ssh_fleet: Fleet,
+    executors: Executors,
+    shared_repo: str,
+    known_hosts: Path,
+    redis_url: str,
+    keys_dir: Path,
+) -> None:
+    hosts = [ssh_fleet.add() for _ in range(3)]
+    down = hosts[1]
+    ssh_fleet.known_hosts(known_hosts)
+    _executor(executors, ssh_fleet, known_hosts)
+    port = free_port()
+    ssh_fleet.link_down(down)
+    done = _deploy(hosts, shared_repo, port, redis_url, keys_dir)
+    assert done.returncode == 1, done.stdout + done.stderr
+    result = _result(done.stdout)
+    assert result["hosts"][down.addr]["status"] == "unreachable"
+    assert result["failed_hosts"] == [down.addr]
+    for h in (hosts[0], hosts[2]):
+        assert result["hosts"][h.addr]["status"] == "changed"
+        _get(f"http://{h.addr}:{port}/")
+    before = {h.addr: h.path(f"{APP}/service.pid").read_text() for h in (hosts[0], hosts[2])}
+
+    ssh_fleet.link_up(down)
+    retried = deployctl(
+        "retry", result["request_id"], "--failed-hosts", "--json",
+        redis_url=redis_url, keys_dir=keys_dir,
+    )  # fmt: skip
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    again = _result(retried.stdout)
+    assert again["status"] == "success"
+    assert list(again["hosts"]) == [down.addr]  # exactly the host that failed
+    _get(f"http://{down.addr}:{port}/")
+    for h in (hosts[0], hosts[2]):  # the others were not touched: same service process
+        assert h.path(f"{APP}/service.pid").read_text() == before[h.addr]

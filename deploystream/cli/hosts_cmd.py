@@ -6,8 +6,10 @@ from pathlib import Path
 
 import click
 
+from contracts.rules import RuleError, check_host
 from deploystream.cli.app import App
 from deploystream.cli.params import HOST_SPEC
+from deploystream.errors import BadInputError
 from deploystream.known_hosts import ENV_KNOWN_HOSTS, add, default_known_hosts
 
 KNOWN_HOSTS_OPT = click.option(
@@ -30,7 +32,13 @@ def hosts() -> None:
 )
 @KNOWN_HOSTS_OPT
 @click.option(
-    "--timeout", "timeout_s", type=click.IntRange(1, 60), default=5, help="Seconds per host."
+    "--timeout",
+    "timeout_s",
+    type=click.IntRange(1, 60),
+    default=5,
+    envvar="DEPLOYSTREAM_KEYSCAN_TIMEOUT",
+    show_envvar=True,
+    help="Seconds per host.",
 )
 @click.pass_obj
 def add_hosts(
@@ -46,6 +54,11 @@ def add_hosts(
     replaced.
     """
     path = known_hosts or default_known_hosts()
+    for host, _port, _user in host_specs:  # all checked before any is contacted
+        try:
+            check_host(host, "HOST")
+        except RuleError as exc:
+            raise BadInputError(f"{exc}; nothing recorded") from exc
     for host, port, _user in host_specs:
         added = add(path, host, port, timeout_s)
         state = "added" if added.new else "already known"

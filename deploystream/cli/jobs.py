@@ -137,11 +137,15 @@ HOST_OPT = click.option(
 )
 SERIAL_OPT = click.option(
     "--serial",
+    envvar="DEPLOYSTREAM_SERIAL",
+    show_envvar=True,
     help="Rolling: run the hosts in batches of N, or N% of them (Ansible's serial).",
 )
 MAX_FAIL_OPT = click.option(
     "--max-fail-percent",
     type=click.IntRange(0, 100),
+    envvar="DEPLOYSTREAM_MAX_FAIL_PERCENT",
+    show_envvar=True,
     help="Rolling: stop when more than P% of a batch fails (remaining hosts: not_run).",
 )
 

@@ -139,7 +139,8 @@ class EntryIdType(click.ParamType[str, Any]):
 
 class HostSpec(click.ParamType[tuple[str, int, str | None], Any]):
     """``[USER@]HOST[:PORT]`` (IPv6: ``[ADDR]:PORT``) -> ``(host, port, user)``; the
-    host and user themselves are checked where the job is built."""
+    host and user themselves are checked where the job is built (the message names
+    the field's rule in words)."""
 
     name = "[USER@]HOST[:PORT]"
 

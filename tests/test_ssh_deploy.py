@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import tempfile
 import urllib.request
 from collections.abc import Iterator
@@ -184,3 +185,79 @@ def test_unreachable_host_then_retry_failed_hosts_touches_only_it(
     _get(f"http://{down.addr}:{port}/")
     for h in (hosts[0], hosts[2]):  # the others were not touched: same service process
         assert h.path(f"{APP}/service.pid").read_text() == before[h.addr]
+
+
+def test_a_failing_batch_stops_the_rollout_and_the_rest_is_not_run(
+    ssh_fleet: Fleet,
+    executors: Executors,
+    shared_repo: str,
+    known_hosts: Path,
+    redis_url: str,
+    keys_dir: Path,
+) -> None:
+    hosts = [ssh_fleet.add() for _ in range(3)]
+    ssh_fleet.known_hosts(known_hosts)
+    _executor(executors, ssh_fleet, known_hosts)
+    ssh_fleet.link_down(hosts[0])
+    port = free_port()
+    # --serial 1: the first batch (hosts[0]) fails whole, so nothing else runs
+    done = _deploy(hosts, shared_repo, port, redis_url, keys_dir, "--serial", "1")
+    assert done.returncode == 1, done.stdout + done.stderr
+    summary = {h: s["status"] for h, s in _result(done.stdout)["hosts"].items()}
+    assert summary == {
+        hosts[0].addr: "unreachable",
+        hosts[1].addr: "not_run",
+        hosts[2].addr: "not_run",
+    }
+    assert not hosts[1].path(APP).exists() and not hosts[2].path(APP).exists()
+    # batches of 2 with --max-fail-percent 0: one failure in the first batch stops it
+    # (Ansible's default would go on, since the batch did not fail whole). Ansible
+    # counts failed hosts here, not unreachable ones: hosts[0] now fails a task.
+    ssh_fleet.link_up(hosts[0])
+    hosts[0].path(APP).write_text("a file where the app directory goes\n")
+    order = [hosts[1], hosts[0], hosts[2]]
+    done = _deploy(
+        order, shared_repo, port, redis_url, keys_dir, "--serial", "2", "--max-fail-percent", "0"
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    result = _result(done.stdout)
+    assert result["hosts"][hosts[0].addr]["status"] == "failed"
+    assert result["hosts"][hosts[2].addr]["status"] == "not_run"
+    assert not hosts[2].path(APP).exists()
+    # the plain lines name each host's status
+    tail = deployctl(
+        "tail", _result(done.stdout)["request_id"], redis_url=redis_url, keys_dir=keys_dir
+    )
+    assert f"{hosts[2].addr}: not_run" in tail.stdout
+    assert f"{hosts[0].addr}: failed" in tail.stdout
+
+
+def test_hosts_add_records_keys_prints_fingerprints_and_refuses_a_changed_one(
+    ssh_fleet: Fleet, tmp_path: Path, redis_url: str, keys_dir: Path
+) -> None:
+    a, b = ssh_fleet.add(), ssh_fleet.add()
+    kh = tmp_path / "kh"
+    added = deployctl(
+        "hosts", "add", a.spec, b.addr, "--known-hosts", str(kh),
+        redis_url=redis_url, keys_dir=keys_dir,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    for h in (a, b):
+        fp = subprocess.run(
+            ["ssh-keygen", "-lf", str(h.root / "ssh_host_ed25519_key.pub")],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()[1]  # fmt: skip
+        assert fp in added.stdout
+        assert h.host_key_pub in kh.read_text()
+    again = deployctl(
+        "hosts", "add", a.addr, "--known-hosts", str(kh), redis_url=redis_url, keys_dir=keys_dir
+    )
+    assert again.returncode == 0 and "already known" in again.stdout
+    before = kh.read_text()
+    ssh_fleet.rekey(a)
+    refused = deployctl(
+        "hosts", "add", a.addr, "--known-hosts", str(kh), redis_url=redis_url, keys_dir=keys_dir
+    )
+    assert refused.returncode == 2
+    assert f"host key for {a.addr} changed" in refused.stderr
+    assert kh.read_text() == before

@@ -30,6 +30,8 @@ class _Section(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, re
 
 class RedisSection(_Section, frozen=True):
     url: str = "redis://127.0.0.1:6379/0"
+    # Services re-check Redis's settings (maxmemory-policy must be noeviction) this often.
+    check_interval_s: Annotated[float, Meta(ge=0.1)] = 30.0
 
 
 class StreamsSection(_Section, frozen=True):
@@ -63,11 +65,17 @@ class ExecutorSection(_Section, frozen=True):
     playbook_nice: Annotated[int, Meta(ge=0, le=19)] = 10
     # A job waiting for its project's (or server's) lock asks again this often.
     lock_poll_ms: Annotated[int, Meta(ge=10)] = 250
+    # A run whose events cannot be published this long (Redis out of memory or away)
+    # is stopped rather than left running unseen.
+    publish_stall_s: Annotated[float, Meta(ge=0.1)] = 30.0
 
 
 class RetentionSection(_Section, frozen=True):
     jobs_maxlen: Positive = 100_000
-    events_maxlen: Positive = 20_000
+    # Events one attempt of a request may publish, its result included. Event streams
+    # are never trimmed; past this the executor publishes one ``events_capped`` event,
+    # drops the rest and says how many in the result (``events_dropped``).
+    request_max_events: Annotated[int, Meta(ge=16)] = 100_000
     events_ttl_s: Positive = 3600
     dead_maxlen: Positive = 10_000
     control_maxlen: Positive = 10_000

@@ -73,6 +73,10 @@ class HostResult(_EventBase, tag="host_result"):
     ignore_errors: bool = False
     # True for one item of a loop; the task's overall result follows as item=False.
     item: bool = False
+    # A failed task's last lines of stdout and stderr (redacted, bounded): kept even
+    # when ansible-runner dropped the task's result for its size.
+    stdout_tail: str | None = None
+    stderr_tail: str | None = None
 
 
 class Output(_EventBase, tag="output"):
@@ -90,6 +94,13 @@ class Waiting(_EventBase, tag="waiting"):
     lock: str
     holder: str | None = None
     queued: bool = False
+
+
+class EventsCapped(_EventBase, tag="events_capped"):
+    """This attempt reached ``retention.request-max-events``: nothing more is published
+    but its result (which counts what was dropped, ``events_dropped``)."""
+
+    limit: int
 
 
 class CancelRequested(_EventBase, tag="cancel_requested"):
@@ -130,6 +141,8 @@ class Result(_EventBase, tag="result"):
     failed_task: str | None = None
     # Every host of the run (inventory order); new in v2: absent in older results.
     hosts: dict[str, HostSummary] = {}
+    # Events of this attempt not published past request-max-events (see EventsCapped).
+    events_dropped: int = 0
 
     @property
     def ok(self) -> bool:
@@ -152,6 +165,7 @@ Event = (
     | HostResult
     | Output
     | Waiting
+    | EventsCapped
     | CancelRequested
     | Result
 )

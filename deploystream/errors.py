@@ -5,7 +5,10 @@ DeploystreamError
 ├── BadInputError            operator input rejected before anything is sent -> exit 2
 │   └── FieldError           ... in one named field of a job (the CLI names its option)
 ├── KeyMaterialError         missing / unreadable / wrong keys
-└── StreamGapError           a reader saw a hole in ``seq``
+└── StreamGapError           a reader found events missing: a hole in ``seq``, fewer
+    │                        events than the result's ``event_count``, no ``submitted``
+    └── StreamVanishedError  the request's stream is gone (expired or evicted) before
+                             its result
 """
 
 from __future__ import annotations
@@ -37,4 +40,8 @@ class KeyMaterialError(DeploystreamError):
 
 
 class StreamGapError(DeploystreamError):
-    """A reader found a missing or repeated ``seq`` within one attempt."""
+    """A reader found events of a request missing (``deployctl`` exits 3)."""
+
+
+class StreamVanishedError(StreamGapError):
+    """The stream a reader follows no longer exists (its TTL ran out, or Redis evicted it)."""

@@ -24,8 +24,12 @@ from contracts import StreamsConfig
 from deploystream.errors import InfrastructureError
 from deploystream.groups import SETUP_HINT, missing_groups
 from deploystream.keys import ExecutorKeys
+from deploystream.redis_clock import RedisClock
+from deploystream.redis_errors import describe, kind
+from deploystream.redis_policy import EvictionWatch
 from deploystream.retry import redis_call, retryable
 from executor.handover import Handover
+from executor.heartbeat import Heartbeat
 from executor.job_lock import LockScripts
 from executor.ownership import Owned
 from executor.publisher import Lua
@@ -71,6 +75,13 @@ class ExecutorCore:
         self._failures: dict[str, int] = {}
         self._trouble_at = -math.inf  # monotonic time of the last Redis connection trouble
         self.log = log.bind(executor=self.name)
+        # While Redis may evict our keys, no new work is taken (see redis_policy).
+        self.eviction = EvictionWatch(
+            redis, config.redis.url, config.redis.check_interval_s, executor=self.name
+        )
+        # Touched by the event loop; each run's guard stops the run when it goes silent.
+        self.heartbeat: Heartbeat | None = None
+        self.clock = RedisClock()  # for times other machines compare (queue wait, seen)
         self.completed = 0
 
     # ---------------------------------------------------------------- lifecycle
@@ -116,7 +127,8 @@ class ExecutorCore:
         if retryable(exc):
             self._trouble_at = time.monotonic()
             if n == 1 or n % 20 == 0:
-                self.log.warning("redis.unavailable", where=where, error=str(exc), tries=n)
+                event = "redis.out_of_memory" if kind(exc) == "oom" else "redis.unavailable"
+                self.log.warning(event, where=where, error=describe(exc), tries=n)
         elif isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
             # Redis came back without our data (no persistence): recreate the group.
             self.log.warning("redis.group_missing", where=where)
@@ -131,6 +143,16 @@ class ExecutorCore:
 
     def _ok(self, where: str) -> None:
         self._failures.pop(where, None)
+
+    def _stop_unseen(self, owned: Owned) -> None:
+        """Its events cannot be published: stop the run rather than let it go on unseen."""
+        stall = self.config.executor.publish_stall_s
+        owned.stop_reason = (
+            f"stopped by the executor: its events could not be published for {stall:g} s "
+            "(Redis out of memory or unreachable)"
+        )
+        self.log.error("job.stopped_unseen", request_id=owned.request_id, stalled_s=stall)
+        owned.cancel.set()
 
     def _lose(self, owned: Owned) -> None:
         owned.lost = True

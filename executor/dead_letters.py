@@ -49,9 +49,6 @@ class DeadLetters(ExecutorCore):
         """Move the entry to the dead-letter stream, ACK it and (per ``mode``, see
         scripts.DEAD_LETTER) publish a terminal result -- one fenced step."""
         cfg = self.config
-        self.log.warning(
-            "job.dead_lettered", reason=reason, request_id=request_id, entry=owned.entry_id
-        )
         dead = original_fields(fields)
         dead += [
             b"reason",
@@ -91,7 +88,6 @@ class DeadLetters(ExecutorCore):
         args = [
             *owned.fence(self.name).args(self.group),
             cfg.retention.dead_maxlen,
-            cfg.retention.events_maxlen,
             cfg.retention.events_ttl_s,
             mode,
             result,
@@ -103,4 +99,12 @@ class DeadLetters(ExecutorCore):
         if int(done) == 0:
             self.log.warning("dead_letter.not_owner", entry=owned.entry_id)
             return
+        # Logged once it happened: the write may have waited (a full Redis) or failed.
+        self.log.warning(
+            "job.dead_lettered",
+            reason=reason,
+            request_id=request_id,
+            entry=owned.entry_id,
+            result_published=int(done) == 2,
+        )
         self.metrics.dead_lettered(owned.stream)

@@ -8,6 +8,14 @@ as its child and waits for it, exiting with its status. The run starts
 kill -9, OOM killer -- the guard kills the run's whole process tree and exits, so
 an orphaned playbook never keeps running next to the executor that adopts the job.
 
+A *paused* executor (SIGSTOP, a frozen VM) does not die, so the guard also watches
+its heartbeat (:mod:`executor.heartbeat`): a file the executor's event loop touches
+every lease/6, named by ``DEPLOYSTREAM_HEARTBEAT``. Without a touch for
+``DEPLOYSTREAM_HEARTBEAT_TIMEOUT`` seconds (half a lease) the guard kills the run's
+tree and exits :data:`ORPHANED_RC`, before another executor can adopt the job.
+The guard measures the silence on its own monotonic clock (a change of the file's
+mtime resets it), so wall-clock jumps do not matter.
+
 Why a tree and not a process group: Ansible's worker processes call ``setsid()``,
 so the tasks they run (a ``sleep``, a ``git clone``) are in other sessions and
 groups than ``ansible-playbook``; killing its group (what ansible-runner does on
@@ -27,10 +35,16 @@ import os
 import shutil
 import signal
 import sys
+import time
 
 _PR_SET_PDEATHSIG = 1
 # How much nicer than the executor the run is (streams.toml: executor.playbook-nice).
 ENV_NICE = "DEPLOYSTREAM_PLAYBOOK_NICE"
+# The executor's heartbeat file, and the silence (seconds) after which the run stops.
+ENV_HEARTBEAT = "DEPLOYSTREAM_HEARTBEAT"
+ENV_HEARTBEAT_TIMEOUT = "DEPLOYSTREAM_HEARTBEAT_TIMEOUT"
+# The guard's exit status when it stopped the run because the executor went silent.
+ORPHANED_RC = 75
 
 
 def proc_table() -> dict[int, int]:
@@ -142,17 +156,64 @@ def main(argv: list[str]) -> int:
         os._exit(128 + signum)
 
     signal.signal(signal.SIGTERM, executor_died)
+    heartbeat = os.environ.get(ENV_HEARTBEAT, "")
+    try:
+        silence_s = float(os.environ.get(ENV_HEARTBEAT_TIMEOUT, "0") or 0)
+    except ValueError:
+        silence_s = 0.0
+    watch = bool(heartbeat) and silence_s > 0
+    if watch:  # wake on the child's exit at once (sigtimedwait), not on a poll tick
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
     child = os.fork()
     if child == 0:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         try:
+            if watch:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGCHLD])
             os.execv(binary, [binary, *argv])  # noqa: S606 - argv as given, no shell
         finally:
             os._exit(127)
-    _, status = os.waitpid(child, 0)
+    if watch:
+        status = _wait_watching(child, heartbeat, silence_s)
+        if status is None:
+            return ORPHANED_RC
+    else:
+        _, status = os.waitpid(child, 0)
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
     return os.WEXITSTATUS(status)
+
+
+def _mtime(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _wait_watching(child: int, heartbeat: str, silence_s: float) -> int | None:
+    """Wait for ``child``; None if the heartbeat went silent and the run was killed."""
+    tick = min(0.1, silence_s / 5)
+    seen = _mtime(heartbeat)
+    changed = time.monotonic()
+    while True:
+        pid, status = os.waitpid(child, os.WNOHANG)
+        if pid:
+            return status
+        now_seen = _mtime(heartbeat)
+        if now_seen != seen:
+            seen, changed = now_seen, time.monotonic()
+        elif time.monotonic() - changed > silence_s:
+            print(
+                f"deploystream guard: no heartbeat from the executor for {silence_s:g} s "
+                "(paused or stuck): stopping the run before another executor adopts it",
+                file=sys.stderr,
+                flush=True,
+            )
+            kill_tree(os.getpid(), include_root=False)
+            os.waitpid(child, 0)
+            return None
+        signal.sigtimedwait([signal.SIGCHLD], tick)
 
 
 if __name__ == "__main__":

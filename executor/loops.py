@@ -117,7 +117,7 @@ class BackgroundLoops(ExecutorCore):
             if self._stopping.is_set():
                 return
             try:
-                if not await self._adoption_allowed():
+                if self.eviction.unsafe or not await self._adoption_allowed():
                     continue
                 for stream in cfg.job_streams:
                     free = cfg.executor.concurrency - len(self._owned)
@@ -211,6 +211,7 @@ class BackgroundLoops(ExecutorCore):
         started = False
         while True:
             try:
+                await self.clock.sync(self.redis)
                 await self.redis.hset(  # type: ignore[misc]
                     key,
                     mapping={
@@ -224,7 +225,7 @@ class BackgroundLoops(ExecutorCore):
                             o.request_id for o in self._owned.values() if o.request_id
                         ),
                         "completed": self.completed,
-                        "seen": time.time(),
+                        "seen": self.clock.now(),  # Redis's clock: status compares it
                         "playbooks": ",".join(self.settings.playbook_names()),
                         # Whether it clones file:// repos (the CLI refuses them otherwise).
                         "file_repos": int(self.settings.allow_file_repos),

@@ -52,6 +52,7 @@ class Owned:
     started: float = field(default_factory=time.time)
     cancel: threading.Event = field(default_factory=threading.Event)
     canceled_by: str | None = None
+    stop_reason: str | None = None  # stopped by the executor itself (events unpublishable)
     lost: bool = False  # lease lost: another executor owns it now
     abandoned: bool = False  # shutdown: give it back for adoption
     publisher: EventPublisher | None = None

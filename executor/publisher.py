@@ -15,6 +15,17 @@ batch (one round trip per batch, not per event) through the fenced PUBLISH scrip
 
 The terminal result is sent by :meth:`EventPublisher.finish` together with the
 XACK, atomically, only after every earlier event is written.
+
+Two limits keep a run honest:
+
+- *size*: an attempt publishes at most ``retention.request-max-events`` events, its
+  result included, so a late reader can always replay the whole request (event
+  streams are never trimmed). Past the limit it publishes one ``events_capped``
+  event, drops the rest, and the result counts them (``events_dropped``);
+- *stall*: when a batch cannot be written for ``executor.publish-stall-s`` (Redis out
+  of memory, or away) ``on_stalled`` tells the worker to stop the run -- a playbook
+  never runs on unseen -- and the publisher keeps retrying, so what was produced
+  (and then the result) lands once Redis takes writes again.
 """
 
 from __future__ import annotations
@@ -32,7 +43,7 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from redis.asyncio import Redis
 
-from contracts import Event, Result, StreamsConfig, encode
+from contracts import Event, EventsCapped, Result, StreamsConfig, encode
 from deploystream.retry import redis_call
 from executor.freshness import EXPIRED, REPLAYED, Consumption
 from executor.scripts import (
@@ -100,6 +111,7 @@ class EventPublisher:
         hold_ttl_s: int | None = None,
         on_lost: Callable[[], None] | None = None,
         on_published: Callable[[int], None] | None = None,
+        on_stalled: Callable[[], None] | None = None,
     ) -> None:
         self._redis = redis
         self._config = config
@@ -112,6 +124,12 @@ class EventPublisher:
         self._hold_ttl = hold_ttl_s or config.retention.idempotency_ttl_s
         self._on_lost = on_lost
         self._on_published = on_published
+        self._on_stalled = on_stalled
+        self._stall_s = config.executor.publish_stall_s
+        self.stalled = False
+        # seq of the last ordinary event; the next one is the events_capped notice.
+        self._last_ordinary = config.retention.request_max_events - 2
+        self.dropped = 0
         self.seq = 0
         self._send: MemoryObjectSendStream[tuple[bytes, int, bytes]]
         self._recv: MemoryObjectReceiveStream[tuple[bytes, int, bytes]]
@@ -174,6 +192,19 @@ class EventPublisher:
         """Number and queue one event. Call from the event loop thread only."""
         if self._closed or self.lost:
             return
+        if self.seq >= self._last_ordinary:
+            self.dropped += 1
+            if self.seq > self._last_ordinary:
+                return
+            # One notice in its place; then nothing but the result.
+            event = EventsCapped(
+                request_id=event.request_id,
+                seq=0,
+                ts=event.ts,
+                attempt=self.attempt,
+                limit=self._config.retention.request_max_events,
+            )
+            log.warning("publish.capped", key=self.key, limit=event.limit)
         self.seq += 1
         event.seq = self.seq
         event.attempt = self.attempt
@@ -249,7 +280,6 @@ class EventPublisher:
         ``extra`` arguments, then the events."""
         args: list[Any] = [
             *self._fence.args(self._config.groups.executors),
-            self._config.retention.events_maxlen,
             self._hold_ttl,
             self.attempt,
             *(extra or []),
@@ -266,9 +296,23 @@ class EventPublisher:
     async def _publish(self, batch: list[tuple[bytes, int, bytes]]) -> int:
         f = self._fence
         args = self._script_args(batch)
-        top = await redis_call(
-            lambda: self._lua.publish(keys=[f.stream, self.key, self.watermark], args=args)
-        )
+
+        async def write() -> Any:
+            return await redis_call(
+                lambda: self._lua.publish(keys=[f.stream, self.key, self.watermark], args=args)
+            )
+
+        if self.stalled:
+            return int(await write())
+        with anyio.move_on_after(self._stall_s) as scope:
+            top = await write()
+        if scope.cancelled_caught:
+            # Retries the watermark makes safe: a batch half-sent is not written twice.
+            self.stalled = True
+            log.error("publish.stalled", key=self.key, stalled_s=self._stall_s)
+            if self._on_stalled is not None:
+                self._on_stalled()
+            top = await write()
         return int(top)
 
     def _lose(self) -> None:
@@ -297,6 +341,7 @@ class EventPublisher:
         result.seq = self.seq
         result.attempt = self.attempt
         result.event_count = self.seq
+        result.events_dropped = self.dropped
         cfg = self._config
         f = self._fence
         status = 0
@@ -311,7 +356,6 @@ class EventPublisher:
     async def _finish_call(self, f: Fence, cfg: StreamsConfig, result: Result) -> int:
         args = [
             *f.args(cfg.groups.executors),
-            cfg.retention.events_maxlen,
             cfg.retention.events_ttl_s,
             self.seq,
             encode(result),

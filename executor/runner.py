@@ -15,8 +15,9 @@ the tree on purpose (a service the playbook starts with ``setsid``/double fork,
 whose parent has exited) is not part of the run and stays.
 
 ``ansible-playbook`` is started through :mod:`executor.guard`, which kills the
-run's tree if the executor process itself dies (kill -9, OOM): a job adopted by
-another executor is then never still running here as an orphan.
+run's tree if the executor process itself dies (kill -9, OOM) or stops answering
+(its heartbeat, ``guard_env``, goes silent for half a lease: the outcome is then
+``orphaned``): a job adopted by another executor is never still running here.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from ansible_runner.interface import init_runner
 from contracts import DeployJob, HostStats, HostSummary, Job, ProvisionJob, Target
 from contracts.rules import repo_clone_url
 from executor import ssh
-from executor.guard import ENV_NICE, kill_tree, proc_table
+from executor.guard import ENV_NICE, ORPHANED_RC, kill_tree, proc_table
 from executor.settings import ExecutorSettings
 from executor.translate import failure_line, host_stats, host_summaries, stats_artifacts
 
@@ -59,7 +60,9 @@ ENV_ALLOW = frozenset({"HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", 
 
 @dataclass
 class RunOutcome:
-    status: str  # ansible-runner's: successful | failed | timeout | canceled | error
+    # ansible-runner's: successful | failed | timeout | canceled | error, or ``orphaned``:
+    # the guard stopped the run because this executor stopped answering.
+    status: str
     rc: int | None
     stats: dict[str, HostStats] = field(default_factory=dict)
     artifacts: dict[str, Any] = field(default_factory=dict)
@@ -223,8 +226,10 @@ def run_playbook(
     on_event: Callable[[dict[str, Any]], None],
     cancel: threading.Event,
     nice: int = 0,
+    guard_env: Mapping[str, str] | None = None,
 ) -> RunOutcome:
-    """Run one job's playbook, ``nice`` steps below the executor's own priority."""
+    """Run one job's playbook, ``nice`` steps below the executor's own priority;
+    ``guard_env`` tells the run's guard which heartbeat to watch."""
     base = settings.work_dir
     if base is not None:
         base.mkdir(parents=True, exist_ok=True)
@@ -232,7 +237,16 @@ def run_playbook(
     try:
         with ssh.control_dir() as control:
             return _run_in(
-                run_dir, control, job, playbook, settings, secrets, on_event, cancel, nice
+                run_dir,
+                control,
+                job,
+                playbook,
+                settings,
+                secrets,
+                on_event,
+                cancel,
+                nice,
+                guard_env or {},
             )
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -248,6 +262,7 @@ def _run_in(
     on_event: Callable[[dict[str, Any]], None],
     cancel: threading.Event,
     nice: int,
+    guard_env: Mapping[str, str],
 ) -> RunOutcome:
     inventory = run_dir / "inventory"
     hosts = _inventory(job, settings)
@@ -274,6 +289,7 @@ def _run_in(
         "ANSIBLE_DEPRECATION_WARNINGS": "false",
         ENV_NICE: str(nice),
         **ssh.ssh_env(job, settings.known_hosts, control),
+        **guard_env,
     }
     if secrets.github_token:
         env["DEPLOYSTREAM_GIT_TOKEN"] = secrets.github_token
@@ -349,9 +365,17 @@ def _run_in(
     if stopped and outcome.status in ("canceled", "failed", "error"):
         outcome.status = stopped[0]
     outcome.rc = runner.rc
+    if runner.rc == ORPHANED_RC and not stopped:
+        outcome.status = "orphaned"
+        outcome.error = "the run stopped itself: this executor stopped answering (paused?)"
+    # The play recap is the word on each host, also when a task's event lost its result.
+    for host, st in outcome.stats.items():
+        if st.failed or st.unreachable:
+            failed.setdefault(host, ("", ""))
     outcome.failed_hosts = sorted(set(failed) | set(refused))
     if failed:
-        outcome.failed_task, message = next(iter(failed.values()))
+        task, message = next((v for v in failed.values() if v[0]), ("", ""))
+        outcome.failed_task = task or None
         outcome.failed_message = message or None
     elif refused:
         outcome.failed_message = next(iter(refused.values()))

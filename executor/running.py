@@ -115,6 +115,7 @@ class PlaybookRun(ExecutorCore):
                     emit_from_thread,
                     owned.cancel,
                     self.config.executor.playbook_nice,
+                    self.heartbeat.env() if self.heartbeat is not None else None,
                 )
             except Exception as exc:
                 outcome = RunOutcome(status="error", rc=None, error=f"runner: {exc}")
@@ -130,7 +131,9 @@ class PlaybookRun(ExecutorCore):
             error = outcome.failed_message
         if status == "timeout":
             error = error or f"timed out after {job.timeout_s} s"
-        if status == "canceled":
+        if status == "canceled" and owned.stop_reason:
+            status, error = "error", owned.stop_reason
+        elif status == "canceled":
             by = f"canceled by {owned.canceled_by or 'request'}"
             error = f"{error} ({by})" if error else by
         url = outcome.artifacts.get("deployed_url") if status == "success" else None

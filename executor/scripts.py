@@ -34,8 +34,11 @@ end
 """
 
 # KEYS[1] job stream, KEYS[2] events stream, KEYS[3] publish watermark.
-# ARGV group, entry id, consumer, delivery, events maxlen, watermark ttl, attempt,
+# ARGV group, entry id, consumer, delivery, watermark ttl, attempt,
 #      then (type, seq, data) triples in seq order.
+# Event streams are never trimmed (a late reader replays a request from its
+# ``submitted``): the executor caps what one attempt publishes instead
+# (retention.request-max-events, see executor.publisher).
 # Appends the events of one batch, fenced and idempotent: the watermark holds
 # "attempt:seq" of the last event written, so a batch retried after a dropped
 # connection (its reply lost, its effect maybe applied) writes nothing twice.
@@ -45,16 +48,16 @@ PUBLISH = (
     + _WATERMARK_FN
     + """
 if not is_owner(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return -1 end
-local top = watermark(KEYS[3], ARGV[7])
-for i = 8, #ARGV, 3 do
+local top = watermark(KEYS[3], ARGV[6])
+for i = 7, #ARGV, 3 do
   local seq = tonumber(ARGV[i + 1])
   if seq > top then
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*',
+    redis.call('XADD', KEYS[2], '*',
                'type', ARGV[i], 'seq', ARGV[i + 1], 'data', ARGV[i + 2])
     top = seq
   end
 end
-redis.call('SET', KEYS[3], ARGV[7] .. ':' .. top, 'EX', ARGV[6])
+redis.call('SET', KEYS[3], ARGV[6] .. ':' .. top, 'EX', ARGV[5])
 return top
 """
 )
@@ -83,7 +86,7 @@ end
 
 # KEYS[1] job stream, KEYS[2] events stream, KEYS[3] publish watermark, KEYS[4] the
 # job's consumed-job record (executor.freshness).
-# ARGV group, entry id, consumer, delivery, events maxlen, watermark ttl, attempt,
+# ARGV group, entry id, consumer, delivery, watermark ttl, attempt,
 #      expires_at, record hold (s), clock skew (s),
 #      then (type, seq, data) triples: the attempt's opening events (seq 1, 2, ...).
 # Starts an attempt in one round trip: fenced, it reads the state of the request's
@@ -110,18 +113,18 @@ if state == 'result' then
   return {state, cancel}
 end
 if state == 'deep' then return {state, cancel} end
-local refused = consume(KEYS[4], KEYS[1] .. ' ' .. ARGV[2], ARGV[8], ARGV[9], ARGV[10])
+local refused = consume(KEYS[4], KEYS[1] .. ' ' .. ARGV[2], ARGV[7], ARGV[8], ARGV[9])
 if refused then return refused end
-local top = watermark(KEYS[3], ARGV[7])
-for i = 11, #ARGV, 3 do
+local top = watermark(KEYS[3], ARGV[6])
+for i = 10, #ARGV, 3 do
   local seq = tonumber(ARGV[i + 1])
   if seq > top then  -- a retry whose first reply was lost writes nothing twice
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*',
+    redis.call('XADD', KEYS[2], '*',
                'type', ARGV[i], 'seq', ARGV[i + 1], 'data', ARGV[i + 2])
     top = seq
   end
 end
-redis.call('SET', KEYS[3], ARGV[7] .. ':' .. top, 'EX', ARGV[6])
+redis.call('SET', KEYS[3], ARGV[6] .. ':' .. top, 'EX', ARGV[5])
 return {state, cancel}
 """
 )
@@ -142,7 +145,7 @@ return {'ok', ''}
 )
 
 # KEYS[1] job stream, KEYS[2] events stream, KEYS[3] publish watermark.
-# ARGV group, entry id, consumer, delivery, events maxlen, events ttl, seq, data.
+# ARGV group, entry id, consumer, delivery, events ttl, seq, data.
 # Publish the terminal result and XACK in one step, only while we own the entry.
 # Returns 1 published + acked, 2 acked only (the request already had a result:
 # never a second one), 0 not the owner (nothing done). A retry of a FINISH whose
@@ -162,19 +165,18 @@ local status = 1
 if request_state(KEYS[2]) == 'result' then
   status = 2
 else
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*',
-             'type', 'result', 'seq', ARGV[7], 'data', ARGV[8])
+  redis.call('XADD', KEYS[2], '*', 'type', 'result', 'seq', ARGV[6], 'data', ARGV[7])
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('EXPIRE', KEYS[2], ARGV[6])
-redis.call('EXPIRE', KEYS[3], ARGV[6])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('EXPIRE', KEYS[3], ARGV[5])
 return status
 """
 )
 
 # KEYS[1] job stream, KEYS[2] dead-letter stream, KEYS[3] events stream (may be a
 # placeholder when no request id is readable).
-# ARGV group, entry id, consumer, delivery, dead maxlen, events maxlen, events ttl,
+# ARGV group, entry id, consumer, delivery, dead maxlen, events ttl,
 #      mode, result data, then the dead entry's fields as name/value pairs.
 # mode: 'none' publish no result; 'error' publish it unless the request already has
 # one; 'rejected' publish it only if no executor has run this generation yet (a
@@ -186,18 +188,17 @@ DEAD_LETTER = (
     + """
 if not is_owner(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return 0 end
 local fields = {}
-for i = 10, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', unpack(fields))
 local published = 1
-if ARGV[8] ~= 'none' then
+if ARGV[7] ~= 'none' then
   local state = request_state(KEYS[3])
   local ok = false
-  if ARGV[8] == 'error' then ok = state ~= 'result' end
-  if ARGV[8] == 'rejected' then ok = state == 'empty' or state == 'submitted' end
+  if ARGV[7] == 'error' then ok = state ~= 'result' end
+  if ARGV[7] == 'rejected' then ok = state == 'empty' or state == 'submitted' end
   if ok then
-    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*',
-               'type', 'result', 'seq', 1, 'data', ARGV[9])
-    redis.call('EXPIRE', KEYS[3], ARGV[7])
+    redis.call('XADD', KEYS[3], '*', 'type', 'result', 'seq', 1, 'data', ARGV[8])
+    redis.call('EXPIRE', KEYS[3], ARGV[6])
     published = 2
   end
 end

@@ -4,10 +4,18 @@ The caller fills ``seq`` (publish order) and passes ``ts``. Event names follow
 ansible-runner / AWX (``runner_on_ok`` …) and are kept in ``ansible_event``.
 Everything textual goes through the job's redactor; ``no_log`` results arrive
 censored from Ansible and stay so.
+
+A failed task keeps the last lines of its stdout and stderr (``TAIL_LINES`` lines,
+at most ``TAIL_CHARS`` characters each, redacted) in its ``host_result``. When
+ansible-runner dropped the task's result for its size (``MAX_EVENT_RES``: a task
+that printed 100,000 lines arrives with ``res == {}``), the result is read back
+from the event's display text (``fatal: [host]: FAILED! => {...}``), so the reason
+-- ``REAL ERROR: disk full`` on the last line of stderr -- is not lost.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,6 +31,8 @@ from contracts.events import (
 )
 
 MSG_MAX = 500
+TAIL_LINES = 20
+TAIL_CHARS = 2000
 _HOST_EVENTS = {
     "runner_on_ok": "ok",
     "runner_on_failed": "failed",
@@ -50,18 +60,48 @@ def _message(res: Mapping[str, Any]) -> str:
     for key in ("msg", "stderr", "reason", "stdout"):
         value = res.get(key)
         if value:
-            return str(value)
+            text = str(value)
+            stderr = str(res.get("stderr") or "").strip()
+            if key == "msg" and text == "non-zero return code" and stderr:
+                # A command's own words say why; Ansible's only say that it failed.
+                text = f"{text}: {stderr.splitlines()[-1]}"
+            return text
     return ""
 
 
 def failure_line(raw: Mapping[str, Any], limit: int = 300) -> str:
     """The first non-empty line of a failed result's message: the *why* of a failure
     summary (``task 'Fetch repository' failed on h: <git's error>``). Not redacted."""
-    res: Mapping[str, Any] = (raw.get("event_data") or {}).get("res") or {}
+    res: Mapping[str, Any] = (raw.get("event_data") or {}).get("res") or recovered_result(raw)
     for line in _message(res).splitlines():
         if line.strip():
             return _short(line, limit)
     return ""
+
+
+def recovered_result(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The task result from a failure's display text (``... FAILED! => {json}``),
+    for when ansible-runner dropped ``res`` for its size; ``{}`` if unreadable."""
+    text = str(raw.get("stdout") or "")
+    start = text.find("=> {")
+    if start < 0:
+        return {}
+    try:
+        res, _ = json.JSONDecoder().raw_decode(text, start + 3)
+    except ValueError:
+        return {}
+    return res if isinstance(res, dict) else {}
+
+
+def _tail(value: Any, redact: Callable[[str], str]) -> str | None:
+    """The last lines of a task's stdout or stderr, redacted, bounded."""
+    if not value:
+        return None
+    text = value if isinstance(value, str) else "\n".join(str(v) for v in value)
+    lines = text.rstrip().splitlines()[-TAIL_LINES:]
+    # Redact whole lines before cutting: a cut could halve a secret and hide it.
+    tail = redact("\n".join(lines))
+    return tail if len(tail) <= TAIL_CHARS else "…" + tail[-(TAIL_CHARS - 1) :]
 
 
 def _item_label(res: Mapping[str, Any], redact: Callable[[str], str]) -> str | None:
@@ -89,6 +129,9 @@ def translate(
     if name in _HOST_EVENTS:
         res: Mapping[str, Any] = data.get("res") or {}
         status = _HOST_EVENTS[name]
+        failed = status in ("failed", "unreachable")
+        if failed and not res:  # dropped by ansible-runner for its size
+            res = recovered_result(raw)
         if status == "ok" and res.get("changed"):
             status = "changed"
         task = redact(str(data.get("task", "")))
@@ -105,6 +148,12 @@ def translate(
             msg=_short(redact(_message(res))),  # redact first: a cut can halve a secret
             ignore_errors=bool(data.get("ignore_errors")),
             item=item is not None,
+            stdout_tail=_tail(res.get("stdout") or res.get("module_stdout"), redact)
+            if failed
+            else None,
+            stderr_tail=_tail(res.get("stderr") or res.get("module_stderr"), redact)
+            if failed
+            else None,
         )
     if name in ("playbook_on_task_start", "playbook_on_handler_task_start"):
         return TaskStarted(

@@ -76,10 +76,12 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from contracts import Accepted, Event, Job, Reclaimed, job_kind
 from deploystream.errors import InfrastructureError
+from deploystream.redis_clock import entry_time
 from deploystream.retry import redis_call
 from executor import intake
 from executor.dead_letters import DeadLetters
 from executor.freshness import EXPIRED, REPLAYED, Consumption, refusal
+from executor.heartbeat import Heartbeat
 from executor.loops import BackgroundLoops
 from executor.ownership import (
     Owned,
@@ -109,23 +111,39 @@ class Executor(BackgroundLoops, DeadLetters, PlaybookRun):
         while True:
             try:
                 await self.ensure_groups()
+                await self.clock.sync(self.redis)
                 break
             except InfrastructureError:
                 raise  # a missing group this user may not create: retrying will not help
             except Exception as exc:
                 await self._recover("start", exc)
+        self.log.info("executor.started", concurrency=self.config.executor.concurrency)
+        self.heartbeat = Heartbeat(self.config.executor.lease_ms, self.settings.work_dir)
+        try:
+            await self._serve(task_status)
+        finally:
+            self.heartbeat.close()
+        with anyio.move_on_after(2), contextlib.suppress(Exception):
+            await self.redis.delete(self.config.executor_key(self.name))
+        self.log.info("executor.stopped", completed=self.completed)
+
+    async def _serve(self, task_status: TaskStatus[None]) -> None:
+        assert self.heartbeat is not None
+        heartbeat = self.heartbeat
         async with anyio.create_task_group() as tg:
             background = anyio.CancelScope()
 
             async def run_background(*, task_status: TaskStatus[None]) -> None:
                 with background:
                     async with anyio.create_task_group() as bg:
+                        bg.start_soon(heartbeat.run)
                         bg.start_soon(self._lease_loop)
                         bg.start_soon(self._adopt_loop, tg)
                         bg.start_soon(self._handover_loop, tg)
                         await bg.start(self._control_loop)
                         # Started means advertised: a submit right after sees it.
                         await bg.start(self._presence_loop)
+                        bg.start_soon(self.eviction.watch)
                         task_status.started()
 
             await tg.start(run_background)
@@ -139,9 +157,6 @@ class Executor(BackgroundLoops, DeadLetters, PlaybookRun):
             if not await self._drain():
                 tg.cancel_scope.cancel()  # Redis gone for good: leave, entries pending
             background.cancel()
-        with anyio.move_on_after(2), contextlib.suppress(Exception):
-            await self.redis.delete(self.config.executor_key(self.name))
-        self.log.info("executor.stopped", completed=self.completed)
 
     async def _drain(self) -> bool:
         """Grace, then cancel and give back what still runs. False if some entry
@@ -194,6 +209,9 @@ class Executor(BackgroundLoops, DeadLetters, PlaybookRun):
             if free <= 0:
                 self._capacity = anyio.Event()
                 await self._capacity.wait()
+                continue
+            if self.eviction.unsafe:  # Redis may evict what we would write: take nothing
+                await anyio.sleep(cfg.executor.block_ms / 1000)
                 continue
             try:
                 reply = await self.redis.xreadgroup(
@@ -268,6 +286,8 @@ class Executor(BackgroundLoops, DeadLetters, PlaybookRun):
         kind = job_kind(job)
         owned.request_id = job.request_id
         bound = self.log.bind(request_id=job.request_id)
+        # Read just before Redis turned evicting: held (and renewed), not started.
+        await self.eviction.wait_safe()
         if delivery > self.config.executor.max_deliveries:
             await self._too_many_deliveries(owned, fields, job, attempt_no)
             return
@@ -281,6 +301,7 @@ class Executor(BackgroundLoops, DeadLetters, PlaybookRun):
             hold_ttl_s=self.config.retention.events_ttl_s + job.timeout_s,
             on_lost=lambda: self._lose(owned),
             on_published=self.metrics.events_published,
+            on_stalled=lambda: self._stop_unseen(owned),
         )
         owned.publisher = publisher
         now = time.time()
@@ -338,7 +359,8 @@ class Executor(BackgroundLoops, DeadLetters, PlaybookRun):
         if reclaimed_from is not None:
             self.metrics.reclaimed()
         elif attempt_no == 1:
-            self.metrics.queue_wait(kind, now - job.submitted_at)
+            # Both ends on Redis's clock: the entry id is when Redis enqueued it.
+            self.metrics.queue_wait(kind, self.clock.now() - entry_time(owned.entry_id))
         ran = False
         async with anyio.create_task_group() as tg:
             tg.start_soon(publisher.run)
@@ -352,12 +374,17 @@ class Executor(BackgroundLoops, DeadLetters, PlaybookRun):
                 outcome = await self._run(owned, job, verdict.playbook, publisher, attempt_no)
             # Abandoned at shutdown but it finished anyway (not stopped by us): the
             # result is still worth publishing, so only a stopped run is given back.
-            if owned.lost or (owned.abandoned and outcome.status == "canceled"):
+            # A run its guard stopped (we were paused) is given back too: it runs again.
+            if (
+                owned.lost
+                or (owned.abandoned and outcome.status == "canceled")
+                or outcome.status == "orphaned"
+            ):
                 bound.warning("job.released", lost=owned.lost, abandoned=owned.abandoned)
                 await publisher.close()
                 if ran:
                     self.metrics.job_released()
-                if owned.abandoned and not owned.lost:
+                if not owned.lost:
                     await self._release(owned)
                 return
             result = self._result(job, outcome, attempt_no, owned, now)

@@ -47,10 +47,16 @@ from contracts.entries import (
     job_digest,
 )
 from contracts.requests import DeployRequest
-from deploystream.errors import BadInputError, KeyMaterialError, StreamGapError
+from deploystream.errors import (
+    BadInputError,
+    KeyMaterialError,
+    StreamGapError,
+    StreamVanishedError,
+)
 from deploystream.generations import STATE_FN
 from deploystream.keys import OrchestratorKeys
 from deploystream.presence import LiveOffers
+from deploystream.redis_clock import redis_time
 from deploystream.retry import redis_call
 
 log = structlog.get_logger(__name__)
@@ -152,6 +158,11 @@ return id
 _DEAD_META = DEAD_LETTER_FIELDS | REPLAY_FIELDS
 
 
+def event_type(event: Event) -> str:
+    tag: str = event.__struct_config__.tag  # type: ignore[assignment]
+    return tag
+
+
 def _int(raw: bytes | None, default: int = 0) -> int:
     try:
         return int(raw) if raw is not None else default
@@ -239,11 +250,14 @@ class StreamClient:
         keys: OrchestratorKeys | None = None,
         *,
         name: str = "deployctl",
+        wait_on_oom: bool = True,
     ) -> None:
         self.redis = redis
         self.config = config
         self.keys = keys
         self.name = name
+        # A service waits out a full Redis; a one-shot command says so and exits 3.
+        self.wait_on_oom = wait_on_oom
         self._submit_script = redis.register_script(_SUBMIT)
         self._cancel_script = redis.register_script(_CANCEL)
         self._offers: tuple[float, LiveOffers] | None = None
@@ -296,7 +310,9 @@ class StreamClient:
             parameters_digest(job),
         ]
         # EVALSHA after the first call (redis-py's Script falls back on NOSCRIPT).
-        owner, same = await redis_call(lambda: self._submit_script(keys=keys, args=args))
+        owner, same = await redis_call(
+            lambda: self._submit_script(keys=keys, args=args), wait_on_oom=self.wait_on_oom
+        )
         request_id = owner.decode() if isinstance(owner, bytes) else str(owner)
         if not int(same):
             raise IdempotencyConflictError(
@@ -313,12 +329,9 @@ class StreamClient:
         return request_id
 
     async def redis_time(self) -> float:
-        """The Redis server's clock (TIME), the one clock both sides of a job read."""
-        reply = await redis_call(self.redis.time)
-        if isinstance(reply, dict):  # a cluster client answers per node
-            reply = next(iter(reply.values()))
-        seconds, micros = reply
-        return int(seconds) + int(micros) / 1_000_000
+        """The Redis server's clock (TIME), the one clock both sides of a job read (and
+        the deploy graph's wait deadline is kept on)."""
+        return await redis_call(partial(redis_time, self.redis))
 
     async def exists(self, request_id: str) -> bool:
         return bool(await self.redis.exists(self.config.events_key(request_id)))
@@ -354,16 +367,27 @@ class StreamClient:
         Blocks on XREAD (no polling). After a dropped connection or a Redis restart
         it resumes from the last id it yielded, so nothing is missed or repeated.
         ``seq`` is checked per attempt; a repeated event (a publish retried across
-        a reconnect) is skipped, a hole raises :class:`StreamGapError`.
+        a reconnect) is skipped, a hole raises :class:`StreamGapError`. Read from the
+        start, the stream must open with ``submitted`` and hold as many events of
+        the final attempt as its result's ``event_count`` says (StreamGapError
+        otherwise). A stream that disappears while followed (TTL, eviction) raises
+        :class:`StreamVanishedError` within one blocking read (5 s) instead of
+        waiting forever: XREAD on a missing key blocks until its timeout every time.
         """
         key = self.config.events_key(request_id)
         last = after
         seen: dict[int, int] = {}
         strict = after in ("0", "0-0")
+        opened = not strict
         while True:
             reply = await redis_call(
                 partial(self.redis.xread, {key: last}, block=5000, count=_READ_COUNT)
             )
+            if not reply and not await redis_call(partial(self.redis.exists, key)):
+                raise StreamVanishedError(
+                    f"the event stream of request {request_id} is gone (it expired, or "
+                    "Redis evicted it) before its result"
+                )
             for _, entries in reply or []:
                 for n, (entry_id_b, fields) in enumerate(entries, 1):
                     entry_id = entry_id_b.decode()
@@ -373,6 +397,15 @@ class StreamClient:
                     except DecodeError as exc:
                         log.error("event.undecodable", request_id=request_id, error=str(exc))
                         continue
+                    if not opened:
+                        # (A forged entry's ``rejected`` result may stand alone.)
+                        if not isinstance(event, (Submitted, Result)):
+                            raise StreamGapError(
+                                f"request {request_id}: its stream does not start with "
+                                f"'submitted' (it starts at a {event_type(event)!r} event): "
+                                "its beginning was trimmed or lost"
+                            )
+                        opened = True
                     if event.seq > 0:
                         prev = seen.get(event.attempt)
                         if prev is not None and event.seq <= prev:
@@ -384,6 +417,16 @@ class StreamClient:
                                 f"{expected}, got {event.seq}"
                             )
                         seen[event.attempt] = event.seq
+                    if (
+                        strict
+                        and isinstance(event, Result)
+                        and event.seq > 0
+                        and event.event_count != seen.get(event.attempt)
+                    ):
+                        raise StreamGapError(
+                            f"request {request_id} attempt {event.attempt}: its result counts "
+                            f"{event.event_count} events, {seen.get(event.attempt, 0)} are there"
+                        )
                     yield entry_id, event
                     if isinstance(event, Result):
                         # The last word unless a later ``submitted`` (a replay) follows.
@@ -439,7 +482,8 @@ class StreamClient:
             request_id=request_id, seq=0, ts=now, attempt=0, by=self.name, reason=reason
         )
         written = await redis_call(
-            lambda: self._cancel_script(keys=[cfg.events_key(request_id)], args=[encode(note)])
+            lambda: self._cancel_script(keys=[cfg.events_key(request_id)], args=[encode(note)]),
+            wait_on_oom=self.wait_on_oom,
         )
         if int(written) < 0:
             raise BadInputError(f"no request {request_id} (unknown, or its events expired)")
@@ -452,7 +496,8 @@ class StreamClient:
                 {"data": command},
                 maxlen=cfg.retention.control_maxlen,
                 approximate=True,
-            )
+            ),
+            wait_on_oom=self.wait_on_oom,
         )
         log.info("job.cancel_requested", request_id=request_id)
         return True

@@ -25,6 +25,10 @@ class JobGateway(Protocol):
         """
         ...
 
+    async def redis_time(self) -> float:
+        """The time on Redis's clock (seconds): the clock every machine shares."""
+        ...
+
     async def cancel(self, request_id: str, reason: str = "") -> bool:
         """Ask executors to cancel; False when the request already has a result."""
         ...

@@ -27,6 +27,7 @@ from contracts.requests import DeployRequest
 from deploystream.keys import OrchestratorKeys
 from deploystream.leases import ACK_IF_OWNER, RENEW_LEASE
 from deploystream.redis_conn import TRANSIENT
+from deploystream.redis_policy import EvictionWatch
 from orchestrator.client import StreamClient
 from orchestrator.graph import DeployGraph
 from orchestrator.run import open_deploy_graph, run_graph
@@ -96,6 +97,10 @@ class OrchestratorService:
         self._room = anyio.Event()
         self._stopping = anyio.Event()
         self.log = log.bind(orchestrator=name)
+        # While Redis may evict our keys, no new request is taken (see redis_policy).
+        self.eviction = EvictionWatch(
+            redis, config.redis.url, config.redis.check_interval_s, orchestrator=name
+        )
 
     def stop(self) -> None:
         self._stopping.set()
@@ -117,6 +122,7 @@ class OrchestratorService:
         ):
             tg.start_soon(self._lease_loop)
             tg.start_soon(self._adopt_loop, g, tg)
+            tg.start_soon(self.eviction.watch)
             self.log.info("orchestrator.started", concurrency=self.concurrency)
             task_status.started()
             await self._read_loop(g, tg)
@@ -132,6 +138,9 @@ class OrchestratorService:
             if free <= 0:
                 self._room = anyio.Event()
                 await self._room.wait()
+                continue
+            if self.eviction.unsafe:
+                await anyio.sleep(1.0)
                 continue
             try:
                 reply = await self.redis.xreadgroup(
@@ -177,7 +186,7 @@ class OrchestratorService:
         while not self._stopping.is_set():
             await anyio.sleep(max(0.2, self.config.executor.reclaim_interval_ms / 1000))
             free = self.concurrency - len(self._held)
-            if free <= 0:
+            if free <= 0 or self.eviction.unsafe:
                 continue
             try:
                 _, claimed, _ = await self.redis.xautoclaim(

@@ -316,8 +316,10 @@ def fault_env(
     concurrency: int = 2,
     appendonly: bool = True,
     extra_toml: str = "",
+    redis_args: list[str] | None = None,
 ) -> Iterator[FaultEnv]:
-    """``extra_toml``: more sections of the test's streams.toml (e.g. ``[retention]``)."""
+    """``extra_toml`` is appended to the executor section (keys of ``[executor]``,
+    or whole sections after it); ``redis_args`` go to ``redis-server``."""
     config_path = base / "streams.toml"
     config_path.write_text(
         CONFIG_TOML.format(
@@ -331,7 +333,9 @@ def fault_env(
     )
     keys_dir = base / "keys"
     init_keys(keys_dir)
-    server = EmbeddedRedis(appendonly=appendonly, directory=base / "redis")
+    server = EmbeddedRedis(
+        appendonly=appendonly, directory=base / "redis", extra_args=redis_args or []
+    )
     (base / "redis").mkdir()
     server.start(timeout=30)
     config = with_overrides(load_config(config_path), redis_url=server.url)

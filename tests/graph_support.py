@@ -68,6 +68,7 @@ class ScriptedGateway:
     error: str | None = None
     delay: float = 0.01
     hang_before_result: bool = False  # never deliver the result (wait-bound tests)
+    redis_clock_skew: float = 0.0  # Redis's clock minus this machine's
     crash_on_tail: int | None = None  # the n-th events() call raises (crash while tailing)
     before_result: anyio.Event | None = None  # hold the result until this is set
     submitted: list[DeployJob] = field(default_factory=list)
@@ -102,6 +103,10 @@ class ScriptedGateway:
 
     async def cancel(self, request_id: str, reason: str = "") -> bool:
         return True
+
+    async def redis_time(self) -> float:
+        """Redis's clock, as the gateway reports it (``redis_clock_skew`` from local)."""
+        return time.time() + self.redis_clock_skew
 
 
 @dataclass

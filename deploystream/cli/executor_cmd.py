@@ -11,6 +11,7 @@ import click
 from contracts import with_overrides
 from deploystream.cli.app import App
 from deploystream.known_hosts import ENV_KNOWN_HOSTS
+from deploystream.redis_policy import require_no_eviction
 
 
 @click.command()
@@ -163,6 +164,7 @@ def executor(
 
     async def main() -> int:
         redis = await app.redis()
+        await require_no_eviction(redis, app.redis_url)
         return await run_executor(
             redis, config, settings, keys, signals=(signal.SIGTERM, signal.SIGINT)
         )

@@ -46,7 +46,7 @@ def run(fn: Callable[[], Awaitable[int]]) -> int:
 
 async def _client(app: App) -> StreamClient:
     """A client that reads (tail, cancel): no signing key needed."""
-    return StreamClient(await app.redis(), app.config)
+    return StreamClient(await app.redis(), app.config, wait_on_oom=False)
 
 
 async def check_executors(client: StreamClient, job: Job, *, texts: bool = True) -> Job:
@@ -336,7 +336,7 @@ def deploy(app: App, /, **opts: Any) -> int:
     )
 
     async def main() -> int:
-        client = StreamClient(await app.redis(), app.config, keys)
+        client = StreamClient(await app.redis(), app.config, keys, wait_on_oom=False)
         if opts["detach"]:
             return await submit_and_follow(client, job, detach=True, json=opts["json_out"])
         job_ = await check_executors(client, job)
@@ -415,7 +415,7 @@ def provision(
     )
 
     async def main() -> int:
-        client = StreamClient(await app.redis(), app.config, keys)
+        client = StreamClient(await app.redis(), app.config, keys, wait_on_oom=False)
         return await submit_and_follow(
             client, job, detach=detach, json=json_out, cancel_on_interrupt=cancel_on_interrupt
         )
@@ -498,7 +498,7 @@ def retry(app: App, /, request_id: str, **opts: Any) -> int:
 
     async def main() -> int:
         keys = app.orchestrator_keys()
-        client = StreamClient(await app.redis(), app.config, keys)
+        client = StreamClient(await app.redis(), app.config, keys, wait_on_oom=False)
         rid = await client.resolve(request_id)
         original = await client.original_job(rid)
         limit: list[str] | None = None

@@ -1,7 +1,8 @@
 """``deployctl`` entrypoint: global options, settings built once, errors -> exit codes.
 
 Exit codes: 0 success; 1 the job failed, timed out or was cancelled; 2 bad input
-(nothing submitted); 3 infrastructure unreachable (e.g. Redis).
+(nothing submitted); 3 infrastructure: Redis unreachable or refusing (out of memory,
+ACL), or a request's events missing (trimmed, expired or evicted).
 """
 
 from __future__ import annotations
@@ -11,16 +12,22 @@ import sys
 from pathlib import Path
 
 import click
-from redis.exceptions import NoPermissionError, ResponseError
+from redis.exceptions import NoPermissionError, RedisError
 
 from contracts import ConfigError, load_config, with_overrides
 from deploystream import logs
 from deploystream.cli.app import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_OK, App
 from deploystream.cli.interrupt import EXIT_INTERRUPTED
 from deploystream.cli.params import REDIS_URL, one_line
-from deploystream.errors import BadInputError, InfrastructureError, KeyMaterialError
+from deploystream.errors import (
+    BadInputError,
+    InfrastructureError,
+    KeyMaterialError,
+    StreamGapError,
+)
 from deploystream.keys import default_keys_dir
 from deploystream.redis_conn import TRANSIENT
+from deploystream.redis_errors import describe
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 
@@ -163,8 +170,11 @@ def _exit_code(raised: BaseException) -> int:
         case _ if isinstance(exc, TRANSIENT):
             _error(f"lost the connection to Redis: {exc}")
             return EXIT_INFRA
-        case ResponseError():
-            _error(f"Redis refused a command: {exc}")
+        case StreamGapError():
+            _error(f"events are missing: {exc}")
+            return EXIT_INFRA
+        case RedisError():  # e.g. out of memory: a one-shot command does not wait
+            _error(describe(exc))
             return EXIT_INFRA
     raise raised
 

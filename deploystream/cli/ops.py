@@ -28,6 +28,7 @@ from rich.text import Text
 from contracts import DecodeError, StreamsConfig, decode_job, job_kind
 from deploystream.cli.app import EXIT_OK, App
 from deploystream.cli.params import ENTRY_ID
+from deploystream.redis_clock import RedisClock
 from orchestrator.client import StreamClient
 
 _json = msgspec.json.Encoder()
@@ -121,7 +122,9 @@ async def _pending(
 
 async def _executors(redis: Redis, config: StreamsConfig) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    now = time.time()
+    clock = RedisClock()  # executors write "seen" on Redis's clock: compare on it too
+    await clock.sync(redis)
+    now = clock.now()
     async for key in redis.scan_iter(match=config.executor_key("*"), count=100):
         h = {_s(k): _s(v) for k, v in (await redis.hgetall(key)).items()}  # type: ignore[misc]
         if not h:

@@ -12,6 +12,7 @@ import click
 
 from contracts import with_overrides
 from deploystream.cli.app import App
+from deploystream.redis_policy import require_no_eviction
 
 
 @click.command()
@@ -61,6 +62,7 @@ def orchestrator(
 
     async def main() -> int:
         redis = await app.redis()
+        await require_no_eviction(redis, app.redis_url)
         service = OrchestratorService(
             redis, config, keys, settings, name=consumer, concurrency=concurrency
         )

@@ -20,6 +20,7 @@ from contracts import (
     Accepted,
     CancelRequested,
     Event,
+    EventsCapped,
     HostResult,
     PlaybookStarted,
     Reclaimed,
@@ -116,6 +117,11 @@ class Progress:
                 self._task_started(task, play, event.ts)
             case HostResult():
                 self._host_result(event)
+            case EventsCapped(limit=limit):
+                self.notes.append(
+                    f"event limit reached ({limit}, retention.request-max-events): "
+                    "the rest of this run is not shown; its result follows"
+                )
             case CancelRequested(by=who, reason=reason):
                 self.notes.append(f"cancel requested by {who}" + (f": {reason}" if reason else ""))
             case Result():

@@ -9,11 +9,14 @@ request id and idempotency key were fixed by ``prepare``.)
 last event id, which is checkpointed, and the graph loops back until the terminal
 ``result`` arrives or the wait bound (``timeout_s`` + queue allowance, counted from
 submission) is spent. Every event goes to LangGraph's custom stream as it arrives.
+
+The wait deadline is stored in the checkpoint and compared when the graph resumes,
+maybe on another machine: it is on Redis's clock (``gateway.redis_time()``), never on the
+local one.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
@@ -32,15 +35,9 @@ log = structlog.get_logger(__name__)
 
 
 class SubmitNode:
-    def __init__(
-        self,
-        gateway: JobGateway,
-        settings: OrchestratorSettings,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, gateway: JobGateway, settings: OrchestratorSettings) -> None:
         self._gateway = gateway
         self._settings = settings
-        self._clock = clock
 
     async def __call__(self, state: DeployState) -> dict[str, Any]:
         if state.get("submitted"):
@@ -51,7 +48,9 @@ class SubmitNode:
         except BadInputError as exc:  # e.g. refused before anything reached a stream
             log.warning("deploy.not_submitted", request_id=job.request_id, error=str(exc))
             return {"outcome": "bad_input", "errors": [f"nothing submitted: {exc}"]}
-        deadline = self._clock() + job.timeout_s + self._settings.queue_allowance_s
+        deadline = (
+            await self._gateway.redis_time() + job.timeout_s + self._settings.queue_allowance_s
+        )
         log.info(
             "deploy.submitted",
             request_id=request_id,
@@ -70,15 +69,9 @@ class SubmitNode:
 class DeployerNode:
     """Follow a submitted request: forward events, record progress, end on its result."""
 
-    def __init__(
-        self,
-        gateway: JobGateway,
-        settings: OrchestratorSettings,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, gateway: JobGateway, settings: OrchestratorSettings) -> None:
         self._gateway = gateway
         self._settings = settings
-        self._clock = clock
 
     async def __call__(self, state: DeployState) -> dict[str, Any]:
         request_id = state["request_id"]
@@ -87,7 +80,9 @@ class DeployerNode:
         waiting_since = state.get("waiting_since")
         s = self._settings
         # A resumed run past its deadline still reads what is already there.
-        window = min(s.checkpoint_every_s, max(deadline - self._clock(), s.final_read_s))
+        window = min(
+            s.checkpoint_every_s, max(deadline - await self._gateway.redis_time(), s.final_read_s)
+        )
         write = get_stream_writer()
         last, seen, result, ended = after, 0, None, False
         stream = self._gateway.events(request_id, after=after)
@@ -98,9 +93,9 @@ class DeployerNode:
                     last, seen = entry_id, seen + 1
                     # A wait for the project's lock does not count against the bound.
                     if isinstance(event, Waiting):
-                        waiting_since = waiting_since or self._clock()
+                        waiting_since = waiting_since or await self._gateway.redis_time()
                     elif waiting_since is not None and not isinstance(event, CancelRequested):
-                        deadline += self._clock() - waiting_since
+                        deadline += await self._gateway.redis_time() - waiting_since
                         waiting_since = None
                     if isinstance(event, Result):
                         result = event
@@ -110,7 +105,7 @@ class DeployerNode:
         finally:
             await _aclose(stream)
         if waiting_since is not None:  # still waiting: none of it counts so far
-            now = self._clock()
+            now = await self._gateway.redis_time()
             deadline += now - waiting_since
             waiting_since = now
         update: dict[str, Any] = {
@@ -126,7 +121,7 @@ class DeployerNode:
             raise InfrastructureError(
                 f"event stream of request {request_id} ended without a result"
             )
-        if self._clock() >= deadline:
+        if await self._gateway.redis_time() >= deadline:
             job = job_of(state)
             waited = job.timeout_s + s.queue_allowance_s
             message = (

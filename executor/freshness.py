@@ -55,7 +55,7 @@ class Consumption:
         )
 
     def args(self) -> list[Any]:
-        """START's ARGV[8..10]."""
+        """START's ARGV[7..9]."""
         return [repr(self.expires_at), self.hold_s, self.skew_s]
 
 

@@ -64,7 +64,7 @@ def after_deployer(state: DeployState) -> str:
     result = state.get("result")
     if result is not None:
         return POST_DEPLOY if result.get("status") == "success" else REPORT_FAILURE
-    if state.get("outcome") == "wait_exceeded":
+    if state.get("outcome") in ("wait_exceeded", "events_missing"):
         return REPORT_FAILURE
     return DEPLOYER
 

@@ -25,6 +25,8 @@ StepStatus = Literal["ok", "failed", "skipped"]
 #   post_deploy_failed  deployed, but a post-deploy step failed (see ``post_deploy``)
 #   deploy_failed       the job's result was failed | timeout | canceled | error | rejected
 #   wait_exceeded       no result within timeout_s + queue allowance; the job may still run
+#   events_missing      the request's events were lost (trimmed, expired, evicted) before
+#                       its result could be read: infrastructure (exit 3)
 #   bad_input           rejected by ``prepare``; nothing was submitted
 #   unavailable         an integration ``prepare`` needs was unreachable; nothing submitted
 Outcome = Literal[
@@ -32,6 +34,7 @@ Outcome = Literal[
     "post_deploy_failed",
     "deploy_failed",
     "wait_exceeded",
+    "events_missing",
     "bad_input",
     "unavailable",
 ]
@@ -40,6 +43,7 @@ EXIT_CODES: Mapping[str, int] = {
     "post_deploy_failed": 1,
     "deploy_failed": 1,
     "wait_exceeded": 1,
+    "events_missing": 3,
     "bad_input": 2,
     "unavailable": 3,
 }

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import anyio
@@ -20,6 +21,7 @@ import redis
 
 from contracts import (
     Accepted,
+    Event,
     EventsCapped,
     Output,
     Result,
@@ -27,11 +29,16 @@ from contracts import (
     Submitted,
     decode_event,
 )
+from deploystream.errors import StreamVanishedError
 from deploystream.keys import OrchestratorKeys
 from deploystream.redis_conn import connect
+from executor.freshness import Consumption
 from executor.publisher import EventPublisher, Fence
 from orchestrator.client import StreamClient
 from orchestrator.job_builder import build_provision_job
+from orchestrator.run import run_deploy_graph
+from orchestrator.state import exit_code
+from tests.graph_support import ScriptedGateway, make_settings
 from tests.harness import DEPLOYCTL, cli_env, deployctl
 
 
@@ -58,8 +65,15 @@ async def _publish_request(
         publisher = EventPublisher(
             r, config, rid, fence=Fence(stream, entry_id, "ex", 1), attempt=1
         )
+        consumption = Consumption(
+            key=config.consumed_key(rid, "test"),
+            expires_at=time.time() + 3600,
+            hold_s=3600,
+            skew_s=60,
+        )
         state, _ = await publisher.start(
-            [Accepted(request_id=rid, seq=0, ts=0.0, executor="ex", delivery_count=1)]
+            [Accepted(request_id=rid, seq=0, ts=0.0, executor="ex", delivery_count=1)],
+            consumption,
         )
         assert state == "submitted"
         async with anyio.create_task_group() as tg:
@@ -188,3 +202,36 @@ def test_a_tail_of_a_stream_that_vanishes_ends_with_a_message(
             proc.wait()
     assert rc == 3, stderr
     assert "is gone" in stderr and "Traceback" not in stderr
+
+
+class _VanishingGateway(ScriptedGateway):
+    async def events(self, request_id: str, after: str = "0") -> AsyncIterator[tuple[str, Event]]:
+        async for item in super().events(request_id, after):
+            if not isinstance(item[1], Submitted):
+                raise StreamVanishedError(f"the event stream of request {request_id} is gone")
+            yield item
+
+
+def test_the_deploy_graph_reports_a_vanished_stream_as_infrastructure(
+    tmp_path: Path, keys_dir: Path
+) -> None:
+    gateway = _VanishingGateway()
+
+    async def go() -> dict[str, object]:
+        with anyio.fail_after(30):
+            return await run_deploy_graph(
+                {
+                    "project": {"name": "shop"},
+                    "repo": "file:///srv/git/shop.git",
+                    "timeout_s": 30,
+                    "service_port": 8000,
+                },
+                gateway=gateway,
+                keys=OrchestratorKeys.load(keys_dir),
+                settings=make_settings(tmp_path),
+                thread_id="req-gone",
+            )
+
+    final = anyio.run(go)
+    assert final["outcome"] == "events_missing" and exit_code(final) == 3  # type: ignore[arg-type]
+    assert "is gone" in final["errors"][0]  # type: ignore[index]

@@ -26,7 +26,7 @@ import structlog
 from langgraph.config import get_stream_writer
 
 from contracts import CancelRequested, Event, Result, Waiting
-from deploystream.errors import BadInputError, InfrastructureError
+from deploystream.errors import BadInputError, InfrastructureError, StreamGapError
 from orchestrator.gateway import JobGateway
 from orchestrator.settings import OrchestratorSettings
 from orchestrator.state import DeployState, job_of
@@ -86,6 +86,7 @@ class DeployerNode:
         write = get_stream_writer()
         last, seen, result, ended = after, 0, None, False
         stream = self._gateway.events(request_id, after=after)
+        missing: StreamGapError | None = None
         try:
             with anyio.move_on_after(window):
                 async for entry_id, event in stream:
@@ -102,6 +103,8 @@ class DeployerNode:
                         break
                 else:
                     ended = True
+        except StreamGapError as exc:
+            missing = exc
         finally:
             await _aclose(stream)
         if waiting_since is not None:  # still waiting: none of it counts so far
@@ -116,6 +119,9 @@ class DeployerNode:
         }
         if result is not None:
             return update | _finished(result)
+        if missing is not None:  # reading on cannot help: what is lost stays lost
+            log.error("deploy.events_missing", request_id=request_id, error=str(missing))
+            return update | {"outcome": "events_missing", "errors": [f"events missing: {missing}"]}
         if ended:
             # The gateway promises to end only after the result; do not spin on it.
             raise InfrastructureError(

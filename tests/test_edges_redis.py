@@ -9,14 +9,22 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
+import anyio
 import pytest
 import redis
 from redis.exceptions import OutOfMemoryError
+from structlog.testing import capture_logs
 
-from contracts import Accepted, HostResult, Reclaimed, TaskStarted
+from contracts import Accepted, HostResult, Reclaimed, TaskStarted, load_config, with_overrides
 from deploystream.embedded_redis import EmbeddedRedis
+from deploystream.keys import ExecutorKeys
+from deploystream.redis_conn import connect
+from executor.ownership import Owned
+from executor.settings import ExecutorSettings
+from executor.worker import Executor
 from tests.faults_support import fault_env, pids_matching, wait_for, wait_gone
 from tests.harness import DEPLOYCTL, cli_env
 
@@ -173,3 +181,51 @@ def test_an_executor_stops_taking_work_while_redis_may_evict(tmp_path: Path) -> 
         assert "allkeys-lru" in record["problem"]
         env.r.config_set("maxmemory-policy", "noeviction")
         assert env.wait_result(rid, timeout=60).status == "success"
+
+
+def test_a_dead_letter_is_logged_only_once_written(
+    full_redis: tuple[EmbeddedRedis, redis.Redis], keys_dir: Path
+) -> None:
+    """With Redis full, the dead-letter step waits (back-pressure) and says nothing
+    about having dead-lettered; once memory is freed it is written, then logged."""
+    server, r = full_redis
+    config = with_overrides(load_config(), redis_url=server.url)
+    stream, group = config.streams.provision, config.groups.executors
+    r.xgroup_create(stream, group, id="0", mkstream=True)
+    r.xadd(stream, {"job": b"not a job"})
+    ((_, entries),) = r.xreadgroup(group, "ex-dl", {stream: ">"}, count=1)
+    entry_id, fields = entries[0]
+    junk = fill(r)
+
+    async def go() -> list[dict[str, object]]:
+        client = connect(server.url)
+        settings = ExecutorSettings(name="ex-dl", project_dir=Path(__file__).parent / "ansible")
+        ex = Executor(client, config, settings, ExecutorKeys.load(keys_dir))
+        owned = Owned(stream, entry_id.decode(), delivery=1)
+        try:
+            with capture_logs() as logs:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(
+                        partial(
+                            ex._dead_letter,
+                            owned,
+                            fields,
+                            "bad entry",
+                            None,
+                            mode="rejected",
+                            attempt_no=1,
+                        )
+                    )
+                    with anyio.fail_after(30):  # it is retrying: Redis says out of memory
+                        while not any(e["event"] == "redis.out_of_memory" for e in logs):
+                            await anyio.sleep(0.05)
+                    assert not any(e["event"] == "job.dead_lettered" for e in logs)
+                    assert r.xlen(config.dead_key(stream)) == 0
+                    free(r, junk)
+            return list(logs)
+        finally:
+            await client.aclose()
+
+    logs = anyio.run(go)
+    assert [e["event"] for e in logs].count("job.dead_lettered") == 1
+    assert r.xlen(config.dead_key(stream)) == 1

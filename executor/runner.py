@@ -157,6 +157,9 @@ def _extravars(job: Job, settings: ExecutorSettings, secrets_file: Path) -> dict
             force_reinstall=job.force_reinstall,
             is_recovery=job.is_recovery,
         )
+        if not job.target.is_local and settings.ssh_key_path:
+            # its *public* half, authorized for the deploy user the host gets
+            ev["deploy_public_key"] = ssh.public_key(settings.ssh_key_path)
     if job.serial:
         ev["ds_serial"] = job.serial
     if job.max_fail_percent is not None:

@@ -64,6 +64,21 @@ def key_mismatch(host: str, msg: str) -> str | None:
     return None
 
 
+def public_key(private_key: Path) -> str:
+    """The public half of the executor's key (``ssh-keygen -y``): what a provisioned
+    host's deploy user authorizes. The private half stays where it is."""
+    derived = subprocess.run(
+        ["ssh-keygen", "-y", "-f", str(private_key)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if derived.returncode == 0:
+        return derived.stdout.strip()
+    return Path(f"{private_key}.pub").read_text().strip()  # a key with a passphrase
+
+
 def ssh_env(job: Job, known_hosts: Path, control_dir: Path) -> dict[str, str]:
     """Ansible's SSH settings for one run (environment of ansible-playbook)."""
     strict = "accept-new" if accepts_new(job) else "yes"

@@ -37,6 +37,9 @@ from pathlib import Path
 
 DEPLOY_USER = "deploy"
 REMOTE_APPS_ROOT = "/srv/deploystream-apps"
+# git config: trust repositories owned by other users (the tests' file:// repos stand in
+# for a git server; real hosts clone over https or ssh, where this does not apply)
+_SAFE_ALL = "[safe]\\n\\tdirectory = *\\n"
 _SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")
 
 
@@ -247,7 +250,7 @@ class Fleet:
                 f"mkdir -p {h}/.ssh && cp {pub} {h}/.ssh/authorized_keys",
                 f"chmod 700 {h}/.ssh && chmod 600 {h}/.ssh/authorized_keys",
                 # git refuses a repository owned by someone else (the test's sample repo)
-                f"printf '[safe]\\n\\tdirectory = *\\n' > {h}/.gitconfig",
+                f"printf '{_SAFE_ALL}' > {h}/.gitconfig",
                 f"chown -R {DEPLOY_USER}: {h}",
                 f"mkdir -p {REMOTE_APPS_ROOT} && chown {DEPLOY_USER}: {REMOTE_APPS_ROOT}",
             ]
@@ -273,6 +276,16 @@ class Fleet:
                 text = (host.root / "sshd.log").read_text(errors="replace")
                 raise RuntimeError(f"sshd of {host.name} did not start:\n{text}")
             time.sleep(0.05)
+
+    def trust_test_repos(self, host: SshHost) -> None:
+        """Let the host's deploy user (made by a provision) clone the tests' file://
+        repos, owned by root (as the hosts made with a deploy user can)."""
+        if host.netns is None:
+            return
+        home = host.path(f"/home/{DEPLOY_USER}")
+        gitconfig = home / ".gitconfig"
+        gitconfig.write_text(_SAFE_ALL.replace("\\n", "\n").replace("\\t", "\t"))
+        os.chown(gitconfig, home.stat().st_uid, home.stat().st_gid)
 
     def stop_sshd(self, host: SshHost) -> None:
         """Stop the host's sshd (new connections are refused; its services go on)."""

@@ -261,3 +261,45 @@ def test_hosts_add_records_keys_prints_fingerprints_and_refuses_a_changed_one(
     assert refused.returncode == 2
     assert f"host key for {a.addr} changed" in refused.stderr
     assert kh.read_text() == before
+
+
+def test_provision_a_fresh_host_over_ssh_then_deploy_to_it(
+    ssh_fleet: Fleet,
+    executors: Executors,
+    shared_repo: str,
+    known_hosts: Path,
+    redis_url: str,
+    keys_dir: Path,
+) -> None:
+    fresh = ssh_fleet.add(fresh=True)  # root takes the executor's key; no deploy user
+    assert "deploy:" not in fresh.path("/etc/passwd").read_text()
+    _executor(executors, ssh_fleet, known_hosts)
+    root = fresh.spec_for("root")
+    # strict by default: an unknown host is refused, nothing runs there
+    refused = deployctl(
+        "provision", "--server", "fresh-1", "--host", root, "--json",
+        redis_url=redis_url, keys_dir=keys_dir,
+    )  # fmt: skip
+    assert refused.returncode == 1
+    assert _result(refused.stdout)["hosts"][fresh.addr]["msg"].startswith(
+        f"host key for {fresh.addr} unknown"
+    )
+    assert not fresh.path(REMOTE_APPS_ROOT).exists()
+    done = deployctl(
+        "provision", "--server", "fresh-1", "--host", root, "--accept-new-host-key", "--json",
+        redis_url=redis_url, keys_dir=keys_dir,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _result(done.stdout)["hosts"][fresh.addr]["status"] == "changed"
+    assert fresh.host_key_pub in known_hosts.read_text()  # trusted on first contact
+    assert "deploy:" in fresh.path("/etc/passwd").read_text()
+    pub = Path(f"{ssh_fleet.executor_key}.pub").read_text().split()[1]
+    assert pub in fresh.path("/home/deploy/.ssh/authorized_keys").read_text()
+    assert fresh.path(f"{REMOTE_APPS_ROOT}/.deploystream-provisioned").is_file()
+
+    ssh_fleet.trust_test_repos(fresh)  # the file:// sample repo stands in for a git server
+    port = free_port()
+    deployed = _deploy([fresh], shared_repo, port, redis_url, keys_dir)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    answer = _get(f"http://{fresh.addr}:{port}/")
+    assert answer["pid"] == int(fresh.path(f"{APP}/service.pid").read_text())

@@ -204,3 +204,40 @@ def test_a_job_no_live_executor_offers_is_dead_lettered_with_that_reason(
     assert len(dead) == 1
     assert b"no live executor offers playbook 'quick'" in dead[0][b"reason"]
     assert [e for e in read_events(rclient, config, rid) if isinstance(e, Accepted)] == []
+
+
+def test_every_submit_path_refuses_what_live_executors_would_refuse(
+    rclient: redis.Redis, config: StreamsConfig, keys_dir: Path
+) -> None:
+    """StreamClient.submit checks too, so the graph, the orchestrator service (platform
+    requests) and retry are refused like the CLI: nothing reaches a job stream."""
+    from contracts.playbook_vars import encode_offers, parse_declaration
+    from deploystream.errors import BadInputError
+
+    # A live executor as the submit side sees one: a consumer of the group with a
+    # presence hash advertising its playbooks and their declarations.
+    sleep_vars = parse_declaration((ANSIBLE_DIR / "sleep.vars.toml").read_text(), "sleep")
+    for stream in config.job_streams:
+        rclient.xgroup_create(stream, config.groups.executors, id="0", mkstream=True)
+        rclient.xgroup_createconsumer(stream, config.groups.executors, "ex-a")
+    rclient.hset(
+        config.executor_key("ex-a"),
+        mapping={
+            "name": "ex-a",
+            "state": "running",
+            "playbooks": "sleep,quick",
+            "vars": encode_offers({"sleep": sleep_vars}),
+        },
+    )
+    rclient.expire(config.executor_key("ex-a"), 60)
+    for playbook, extra, words in (
+        ("sleep", {"app_dir": "/tmp/x"}, "extra var 'app_dir' is not declared by playbook 'sleep'"),
+        ("sleep", {"sleep_s": "1; id"}, "extra var sleep_s: expected a number"),
+        ("provision_server", {}, "playbook: unknown playbook 'provision_server'"),
+    ):
+        with pytest.raises(BadInputError) as caught:
+            _submit(rclient, config, keys_dir, playbook, **extra)
+        assert words in str(caught.value), str(caught.value)
+    assert rclient.xlen("ansible.provision") == 0
+    assert _submit(rclient, config, keys_dir, "sleep", sleep_s=1)
+    assert rclient.xlen("ansible.provision") == 1

@@ -12,8 +12,10 @@ pending list -- ``JUSTID`` keeps the delivery count, so a hand-over never counts
 toward ``max-deliveries`` (only a holder that dies does), and the claim resets the
 idle time, so nobody adopts it for a lease -- and a note ``<delivery> <entry id>`` is
 pushed to the target's inbox, ``<job stream>.handover:<target>`` (a list), in the
-same step. The target is a running executor whose presence hash was refreshed
-recently and offers the playbook, the one with the most free slots first.
+same step (with the previous owner's name when the giver had adopted the entry from
+a dead executor, so the target's run is announced by ``reclaimed`` as an adopter's
+is). The target is a running executor whose presence hash was refreshed recently and
+offers the playbook, the one with the most free slots first.
 
 **Taking**: each executor blocks on its inboxes (``BLPOP``, no polling). For a note
 it checks that the entry is in its own pending list at that delivery count and not
@@ -47,14 +49,14 @@ from executor.ownership import Owned
 log = structlog.get_logger(__name__)
 
 # KEYS[1] job stream, KEYS[2] the target's inbox.
-# ARGV group, entry id, consumer, delivery, target, inbox ttl.
+# ARGV group, entry id, consumer, delivery, target, inbox ttl, note.
 # Returns 1 handed over, 0 not the owner (nothing done).
 HANDOVER = (
     FENCE_FN
     + """
 if not is_owner(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return 0 end
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[5], 0, ARGV[2], 'JUSTID')
-redis.call('RPUSH', KEYS[2], ARGV[4] .. ' ' .. ARGV[2])
+redis.call('RPUSH', KEYS[2], ARGV[7])
 redis.call('EXPIRE', KEYS[2], ARGV[6])
 return 1
 """
@@ -68,6 +70,17 @@ class Note:
     stream: str
     entry_id: str
     delivery: int
+    # The executor that died holding it, when the giver had adopted it: the target's
+    # run then starts with ``reclaimed`` naming it, as an adopter's would.
+    reclaimed_from: str | None = None
+
+    def encode(self) -> str:
+        return " ".join([str(self.delivery), self.entry_id, *filter(None, [self.reclaimed_from])])
+
+    @classmethod
+    def decode(cls, stream: str, text: str) -> Note:
+        delivery, entry_id, *rest = text.split(" ", 2)
+        return cls(stream, entry_id, int(delivery), rest[0] if rest else None)
 
 
 class Handover:
@@ -81,7 +94,9 @@ class Handover:
         self._script = redis.register_script(HANDOVER)
         self._inboxes = {config.handover_key(s, name): s for s in config.job_streams}
 
-    async def give(self, owned: Owned, playbook: str) -> str | None:
+    async def give(
+        self, owned: Owned, playbook: str, reclaimed_from: str | None = None
+    ) -> str | None:
         """Hand ``owned`` to a live executor offering ``playbook``: its name, or None
         when there is none (or we no longer own the entry: then ``owned.lost``)."""
         offers = await redis_call(lambda: LiveOffers.read(self.redis, self.config))
@@ -93,7 +108,8 @@ class Handover:
             return None
         target = targets[0].name
         inbox = self.config.handover_key(owned.stream, target)
-        args: list[Any] = [self.group, owned.entry_id, self.name, owned.delivery, target, ttl]
+        note = Note(owned.stream, owned.entry_id, owned.delivery, reclaimed_from).encode()
+        args: list[Any] = [self.group, owned.entry_id, self.name, owned.delivery, target, ttl, note]
         done = await redis_call(lambda: self._script(keys=[owned.stream, inbox], args=args))
         if int(done) == 0:
             owned.lost = True
@@ -108,8 +124,7 @@ class Handover:
         key_b, value_b = reply
         key = key_b.decode() if isinstance(key_b, bytes) else str(key_b)
         try:
-            delivery_s, entry_id = value_b.decode().split(" ", 1)
-            note = Note(self._inboxes[key], entry_id, int(delivery_s))
+            note = Note.decode(self._inboxes[key], value_b.decode())
         except (KeyError, ValueError, UnicodeDecodeError):
             log.warning("handover.bad_note", inbox=key)
             return []

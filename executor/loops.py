@@ -269,7 +269,7 @@ class BackgroundLoops(ExecutorCore):
             return
         self._owned[(note.stream, note.entry_id)] = owned
         self.log.info("handover.taken", entry=note.entry_id, delivery=note.delivery)
-        tg.start_soon(self._handle, owned, fields, None)
+        tg.start_soon(self._handle, owned, fields, note.reclaimed_from)
 
     async def _handle(
         self,

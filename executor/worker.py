@@ -269,7 +269,7 @@ class Executor(BackgroundLoops, DeadLetters, PlaybookRun):
         attempt_no = attempt_base(fields) + delivery
         verdict = intake.examine(owned.stream, fields, self.keys, self.settings)
         if isinstance(verdict, intake.NotOffered):
-            await self._not_offered(owned, fields, verdict.job, attempt_no)
+            await self._not_offered(owned, fields, verdict.job, attempt_no, reclaimed_from)
             return
         if isinstance(verdict, intake.Rejected):
             await self._dead_letter(
@@ -422,7 +422,12 @@ class Executor(BackgroundLoops, DeadLetters, PlaybookRun):
         self.metrics.job_refused(job_kind(job), "rejected")
 
     async def _not_offered(
-        self, owned: Owned, fields: dict[bytes, bytes], job: Job, attempt_no: int
+        self,
+        owned: Owned,
+        fields: dict[bytes, bytes],
+        job: Job,
+        attempt_no: int,
+        reclaimed_from: str | None,
     ) -> None:
         """A valid job for a playbook we lack: hand it to a live executor that has it,
         dead-letter it only when there is none (``executor.handover``)."""
@@ -431,7 +436,7 @@ class Executor(BackgroundLoops, DeadLetters, PlaybookRun):
         if owned.delivery > self.config.executor.max_deliveries:
             await self._too_many_deliveries(owned, fields, job, attempt_no)
             return
-        target = await self.handover.give(owned, job.playbook)
+        target = await self.handover.give(owned, job.playbook, reclaimed_from)
         if target is not None:
             bound.info("job.handed_over", playbook=job.playbook, to=target, entry=owned.entry_id)
             return

@@ -37,7 +37,7 @@ _FORBIDDEN_VAR = re.compile(
     r"^(ansible_.*|become.*|hostvars|groups|group_names|inventory_.*|playbook_dir|role_path|"
     r"omit|environment|vars|delegate_to|connection|remote_user|apps_root|secrets_file|"
     r"project_name|project_id|repo_url|ref|service_port|health_path|deploy_host|modules|"
-    r"server_handle|force_reinstall|is_recovery|deploystream_.*|_.*)$",
+    r"server_handle|force_reinstall|is_recovery|deploy_public_key|ds_.*|deploystream_.*|_.*)$",
     re.IGNORECASE,
 )
 _VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")

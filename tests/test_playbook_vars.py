@@ -117,6 +117,8 @@ def test_command_line_text_becomes_the_declared_type() -> None:
         ('[vars.x]\ntype = "int"\nchoices = ["a"]\n', "choices must be a non-empty list of int"),
         ('[vars.apps_root]\ntype = "str"\n', "apps_root: set by the executor"),
         ('[vars.ansible_connection]\ntype = "str"\n', "ansible_connection: set by the executor"),
+        ('[vars.deploy_public_key]\ntype = "str"\n', "deploy_public_key: set by the executor"),
+        ('[vars.ds_serial]\ntype = "int"\n', "ds_serial: set by the executor"),
         ('[vars."bad-name"]\ntype = "str"\n', "vars"),
         ("[vars.x\n", "not valid TOML"),
         ("[other]\nx = 1\n", "unknown field `other`"),

@@ -203,6 +203,8 @@ class OrchestratorService:
 
     async def _handle(self, graph: DeployGraph, held: _Held, fields: dict[bytes, bytes]) -> None:
         try:
+            # Read just before Redis turned evicting: held (and renewed), not started.
+            await self.eviction.wait_safe()
             try:
                 req = decode_request(fields.get(b"request", b""))
             except DecodeError as exc:

@@ -7,6 +7,8 @@ with unrelated keys and freed again; real executors and playbooks.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from functools import partial
@@ -18,7 +20,16 @@ import redis
 from redis.exceptions import OutOfMemoryError
 from structlog.testing import capture_logs
 
-from contracts import Accepted, HostResult, Reclaimed, TaskStarted, load_config, with_overrides
+from contracts import (
+    Accepted,
+    HostResult,
+    Reclaimed,
+    TaskStarted,
+    encode,
+    load_config,
+    with_overrides,
+)
+from contracts.requests import DeployRequest
 from deploystream.embedded_redis import EmbeddedRedis
 from deploystream.keys import ExecutorKeys
 from deploystream.redis_conn import connect
@@ -229,3 +240,44 @@ def test_a_dead_letter_is_logged_only_once_written(
     logs = anyio.run(go)
     assert [e["event"] for e in logs].count("job.dead_lettered") == 1
     assert r.xlen(config.dead_key(stream)) == 1
+
+
+@pytest.mark.slow
+def test_an_orchestrator_stops_taking_requests_while_redis_may_evict(
+    tmp_path: Path, keys_dir: Path
+) -> None:
+    cfg = tmp_path / "streams.toml"
+    cfg.write_text("[redis]\ncheck-interval-s = 0.3\n")
+    with EmbeddedRedis() as server:
+        r = redis.Redis.from_url(server.url)
+        log = tmp_path / "o1.log"
+        with log.open("ab") as fh:
+            proc = subprocess.Popen(
+                [DEPLOYCTL, "--config", str(cfg), "--log-level", "info", "orchestrator",
+                 "--name", "o1", "--checkpoint-db", str(tmp_path / "checkpoints.sqlite")],
+                env=cli_env(server.url, keys_dir),
+                stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+        try:
+            text = lambda: log.read_text(errors="replace")  # noqa: E731
+            wait_for(lambda: "orchestrator.started" in text(), 60, "the orchestrator to start")
+            r.config_set("maxmemory-policy", "volatile-lru")
+            wait_for(lambda: "redis.evicting_policy" in text(), 30, "the orchestrator to notice")
+            request = DeployRequest(
+                request_id=f"req-evict-{tmp_path.name}"[:60],
+                project_name="svc",
+                repo="https://example.org/acme/svc.git",
+                service_port=8000,
+            )
+            r.xadd("deploy.requests", {"request": encode(request)})
+            seen = _log_lines(text(), "redis.evicting_policy")
+            wait_for(lambda: _log_lines(text(), "redis.evicting_policy") >= seen + 3, 30, "checks")
+            # Not started (a read in flight when the policy changed may hold it, unstarted).
+            assert "request.started" not in text()
+            r.config_set("maxmemory-policy", "noeviction")
+            wait_for(lambda: "request.started" in text(), 60, "the request to be taken")
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+            r.close()

@@ -25,6 +25,12 @@ its way out) and then kills them all. A process that left the tree on purpose --
 a service a deploy starts with ``setsid`` and a double fork, reparented to init --
 is not part of the run and is left alone.
 
+Which processes belong to a run: those whose environment carries
+``DEPLOYSTREAM_RUN=<run dir>`` (every process the playbook starts inherits it; a
+service is started from an empty environment). The guard is a child subreaper, so a
+run's orphans come to it rather than to init, and it kills the marked ones left when
+the playbook exits: no process outlives its run.
+
 Stdlib only and no package imports: it starts with ``-S`` in a few milliseconds.
 """
 
@@ -38,6 +44,7 @@ import sys
 import time
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 # How much nicer than the executor the run is (streams.toml: executor.playbook-nice).
 ENV_NICE = "DEPLOYSTREAM_PLAYBOOK_NICE"
 # The executor's heartbeat file, and the silence (seconds) after which the run stops.
@@ -45,6 +52,22 @@ ENV_HEARTBEAT = "DEPLOYSTREAM_HEARTBEAT"
 ENV_HEARTBEAT_TIMEOUT = "DEPLOYSTREAM_HEARTBEAT_TIMEOUT"
 # The guard's exit status when it stopped the run because the executor went silent.
 ORPHANED_RC = 75
+# Every process of a run carries DEPLOYSTREAM_RUN=<its run dir> in its environment; a
+# deployed service, started from an empty environment (env -i), does not.
+ENV_RUN = "DEPLOYSTREAM_RUN"
+
+
+def run_marker(run_dir: str) -> bytes:
+    return f"{ENV_RUN}={run_dir}".encode()
+
+
+def carries(pid: int, marker: bytes) -> bool:
+    """Whether ``pid``'s environment holds the entry ``marker`` (NAME=value)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            return marker in fh.read().split(b"\0")
+    except OSError:
+        return False
 
 
 def proc_table() -> dict[int, int]:
@@ -84,18 +107,20 @@ def _signal(pid: int, sig: signal.Signals) -> None:
         os.kill(pid, sig)
 
 
-def kill_tree(root: int, *, include_root: bool = True) -> list[int]:
+def kill_tree(root: int, *, include_root: bool = True, marker: bytes | None = None) -> list[int]:
     """SIGKILL ``root`` (optionally) and all its descendants; returns the pids.
 
     Everything is frozen (SIGSTOP) first and the tree re-read until it stops
-    growing, so nothing can fork its way out between the scan and the kill.
+    growing, so nothing can fork its way out between the scan and the kill. With
+    ``marker``, only processes whose environment carries it (see :data:`ENV_RUN`):
+    a service the run started from an empty environment is left running.
     """
     frozen: list[int] = []
     for _ in range(20):
         tree = descendants(root)
         if include_root:
             tree.insert(0, root)
-        fresh = [p for p in tree if p not in frozen]
+        fresh = [p for p in tree if p not in frozen and (marker is None or carries(p, marker))]
         if not fresh:
             break
         for pid in fresh:
@@ -106,14 +131,18 @@ def kill_tree(root: int, *, include_root: bool = True) -> list[int]:
     return frozen
 
 
-def _set_parent_death_signal(sig: int) -> bool:
+def _prctl(option: int, value: int) -> bool:
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        return int(libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)) == 0
+        return int(libc.prctl(option, value, 0, 0, 0)) == 0
     except (OSError, AttributeError):
         return False
+
+
+def _set_parent_death_signal(sig: int) -> bool:
+    return _prctl(_PR_SET_PDEATHSIG, sig)
 
 
 def _run_nicer(step: str) -> None:
@@ -151,8 +180,11 @@ def main(argv: list[str]) -> int:
     if not guarded:  # not Linux: run unguarded rather than not at all
         os.execv(binary, [binary, *argv])  # noqa: S606 - argv as given, no shell
 
+    run = os.environ.get(ENV_RUN)
+    marker = run_marker(run) if run else None
+
     def executor_died(signum: int, frame: object) -> None:
-        kill_tree(os.getpid(), include_root=False)
+        kill_tree(os.getpid(), include_root=False, marker=marker)
         os._exit(128 + signum)
 
     signal.signal(signal.SIGTERM, executor_died)
@@ -164,6 +196,9 @@ def main(argv: list[str]) -> int:
     watch = bool(heartbeat) and silence_s > 0
     if watch:  # wake on the child's exit at once (sigtimedwait), not on a poll tick
         signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
+    # Processes of the run orphaned on the way (a task's background child) come to us,
+    # not to init: they are found, and killed, when the playbook is done.
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     child = os.fork()
     if child == 0:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -174,11 +209,16 @@ def main(argv: list[str]) -> int:
         finally:
             os._exit(127)
     if watch:
-        status = _wait_watching(child, heartbeat, silence_s)
+        status = _wait_watching(child, heartbeat, silence_s, marker)
         if status is None:
             return ORPHANED_RC
     else:
-        _, status = os.waitpid(child, 0)
+        while True:  # reap orphans handed to us until the playbook itself exits
+            pid, status = os.waitpid(-1, 0)
+            if pid == child:
+                break
+    if marker is not None:  # no process of the run outlives it (services stay)
+        kill_tree(os.getpid(), include_root=False, marker=marker)
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
     return os.WEXITSTATUS(status)
@@ -191,13 +231,18 @@ def _mtime(path: str) -> int | None:
         return None
 
 
-def _wait_watching(child: int, heartbeat: str, silence_s: float) -> int | None:
-    """Wait for ``child``; None if the heartbeat went silent and the run was killed."""
+def _wait_watching(
+    child: int, heartbeat: str, silence_s: float, marker: bytes | None
+) -> int | None:
+    """Wait for ``child`` (reaping the orphans handed to us on the way); None if the
+    heartbeat went silent and the run was killed."""
     tick = min(0.1, silence_s / 5)
     seen = _mtime(heartbeat)
     changed = time.monotonic()
     while True:
-        pid, status = os.waitpid(child, os.WNOHANG)
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        while pid and pid != child:
+            pid, status = os.waitpid(-1, os.WNOHANG)
         if pid:
             return status
         now_seen = _mtime(heartbeat)
@@ -210,7 +255,7 @@ def _wait_watching(child: int, heartbeat: str, silence_s: float) -> int | None:
                 file=sys.stderr,
                 flush=True,
             )
-            kill_tree(os.getpid(), include_root=False)
+            kill_tree(os.getpid(), include_root=False, marker=marker)
             os.waitpid(child, 0)
             return None
         signal.sigtimedwait([signal.SIGCHLD], tick)

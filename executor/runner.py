@@ -41,7 +41,7 @@ from ansible_runner.interface import init_runner
 from contracts import DeployJob, HostStats, HostSummary, Job, ProvisionJob, Target
 from contracts.rules import repo_clone_url
 from executor import ssh
-from executor.guard import ENV_NICE, ORPHANED_RC, kill_tree, proc_table
+from executor.guard import ENV_NICE, ENV_RUN, ORPHANED_RC, kill_tree, proc_table, run_marker
 from executor.settings import ExecutorSettings
 from executor.translate import failure_line, host_stats, host_summaries, stats_artifacts
 
@@ -293,6 +293,7 @@ def _run_in(
         ENV_NICE: str(nice),
         **ssh.ssh_env(job, settings.known_hosts, control),
         **guard_env,
+        ENV_RUN: str(run_dir),
     }
     if secrets.github_token:
         env["DEPLOYSTREAM_GIT_TOKEN"] = secrets.github_token
@@ -326,7 +327,7 @@ def _run_in(
         stopped.append(reason)
         with contextlib.suppress(Exception):  # ansible-runner kills the group anyway
             for root in _run_roots(marker):
-                kill_tree(root)
+                kill_tree(root, marker=run_marker(str(run_dir)))
         return True
 
     def handler(raw: dict[str, Any]) -> bool:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import pwd
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -428,6 +430,17 @@ def test_a_service_that_exits_fails_at_once_with_its_own_log(
     assert took < 120, took  # not the 300 s the health check would wait for
 
 
+def _add_submodule(repo: Path, name: str, url: str, commit: str) -> None:
+    """Commit a submodule ``name`` at ``url`` (pinned to ``commit``) into ``repo``."""
+    (repo / ".gitmodules").write_text(f'[submodule "{name}"]\n\tpath = {name}\n\turl = {url}\n')
+    for args in (
+        ["add", ".gitmodules"],
+        ["update-index", "--add", "--cacheinfo", f"160000,{commit},{name}"],
+        ["-c", "user.name=x", "-c", "user.email=x@x", "commit", "-qm", "submodule"],
+    ):
+        subprocess.run(["git", *args], cwd=repo, check=True)
+
+
 def test_git_token_goes_to_no_other_host_and_never_over_http(
     tmp_path: Path, apps_root: Path, run_playbook, httpserver: HTTPServer
 ) -> None:
@@ -437,18 +450,10 @@ def test_git_token_goes_to_no_other_host_and_never_over_http(
     httpserver.expect_request("/evil.git/info/refs").respond_with_data("", status=404)
     repo_dir = tmp_path / "repo"
     repo = create_sample_repo(repo_dir)
-    (repo_dir / ".gitmodules").write_text(
-        f'[submodule "evil"]\n\tpath = evil\n\turl = {httpserver.url_for("/evil.git")}\n'
-    )
     head = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=repo_dir, check=True, capture_output=True, text=True
     ).stdout.strip()
-    for args in (
-        ["add", ".gitmodules"],
-        ["update-index", "--add", "--cacheinfo", f"160000,{head},evil"],
-        ["-c", "user.name=x", "-c", "user.email=x@x", "commit", "-qm", "submodule"],
-    ):
-        subprocess.run(["git", *args], cwd=repo_dir, check=True)
+    _add_submodule(repo_dir, "evil", httpserver.url_for("/evil.git"), head)
     token = "ghp_" + uuid.uuid4().hex
 
     run = run_playbook(
@@ -464,3 +469,121 @@ def test_git_token_goes_to_no_other_host_and_never_over_http(
 
     assert run.failed_tasks() == ["Fetch repository"]  # the http submodule is refused
     assert [req.headers.get("Authorization") for req, _ in httpserver.log] == []
+
+
+def test_credential_dirs_of_killed_runs_are_removed_by_the_next_deploy(
+    tmp_path: Path, apps_root: Path, run_playbook
+) -> None:
+    """A run killed mid-fetch leaves its git credential dir on a remote target (its
+    cleanup task never runs): the next deploy to that host removes such dirs once they
+    are older than any fetch takes, and leaves a young one (a fetch under way)."""
+    target_tmp = tmp_path / "target-tmp"
+    target_tmp.mkdir()
+    stale = target_tmp / "ansible.killed.deploystream-git"
+    young = target_tmp / "ansible.running.deploystream-git"
+    for d in (stale, young):
+        d.mkdir(mode=0o700)
+        (d / "gitconfig").write_text('[http "https://github.com/"]\n\textraHeader = x\n')
+    two_hours_ago = time.time() - 7200
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+
+    run = run_playbook(
+        DEPLOY,
+        _deploy_vars(
+            repo_url=create_sample_repo(tmp_path / "repo"),
+            port=_free_port(),
+            apps_root=apps_root,
+            secrets_file=_secrets(tmp_path, {}),
+        ),
+        envvars={"TMPDIR": str(target_tmp)},
+    )
+
+    assert run.runner.status == "successful", run.failed_tasks()
+    assert not stale.exists() and young.exists()
+
+
+class _GitHost:
+    """A git host over https (git's "dumb" protocol: static files of a bare repo),
+    recording the Authorization header of every request."""
+
+    def __init__(self, root: Path, cert: Path, key: Path) -> None:
+        import functools
+        import http.server
+        import ssl
+        import threading
+
+        self.auth: list[str | None] = []
+        seen = self.auth
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def do_GET(self) -> None:
+                seen.append(self.headers.get("Authorization"))
+                super().do_GET()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(Handler, directory=str(root))
+        )
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _bare(src: Path, dst: Path) -> str:
+    subprocess.run(["git", "clone", "-q", "--bare", str(src), str(dst)], check=True)
+    subprocess.run(["git", "update-server-info"], cwd=dst, check=True)
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=dst, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def test_git_token_goes_to_the_repo_host_and_to_no_other(
+    tmp_path: Path, apps_root: Path, run_playbook
+) -> None:
+    """An https repo on one host, its submodule on another (same IP, another port: git
+    scopes http.<url> config by scheme, host and port): the token reaches the repo's
+    host, as a Basic x-access-token header, and not the submodule's; the deploy works."""
+    from tests.test_security_redis import _make_certs
+
+    ca, cert, key = _make_certs(tmp_path)
+    served = [tmp_path / "host1", tmp_path / "host2"]
+    for d in served:
+        d.mkdir()
+    repo_host, other_host = (_GitHost(d, cert, key) for d in served)
+    try:
+        sub_src = tmp_path / "sub-src"
+        create_sample_repo(sub_src)
+        sub_head = _bare(sub_src, served[1] / "sub.git")
+        src = tmp_path / "src"
+        create_sample_repo(src)
+        _add_submodule(src, "sub", f"{other_host.url}/sub.git", sub_head)
+        _bare(src, served[0] / "app.git")
+        token = "ghp_" + uuid.uuid4().hex
+
+        run = run_playbook(
+            DEPLOY,
+            _deploy_vars(
+                repo_url=f"{repo_host.url}/app.git",
+                port=_free_port(),
+                apps_root=apps_root,
+                secrets_file=_secrets(tmp_path, {}),
+            ),
+            envvars={"DEPLOYSTREAM_GIT_TOKEN": token, "GIT_SSL_CAINFO": str(ca)},
+        )
+    finally:
+        repo_host.close()
+        other_host.close()
+
+    assert run.runner.status == "successful", run.failed_tasks()
+    assert (apps_root / "sample" / "sub" / "app.py").is_file()  # the submodule came
+    expected = "Basic " + base64.b64encode(f"x-access-token:{token}".encode()).decode()
+    assert repo_host.auth and set(repo_host.auth) == {expected}
+    assert other_host.auth and set(other_host.auth) == {None}

@@ -213,3 +213,51 @@ def test_kill_9_leaves_nothing_a_restarted_executor_does_not_sweep(
     executors.start("ex-next")
     assert not run_dir.exists()
     assert "executor.swept_stale_runs" in executors.procs[-1].output()
+
+
+def _sleepers(seconds: int) -> list[int]:
+    """Pids of ``sleep <seconds>`` processes."""
+    want = f"sleep\0{seconds}\0".encode()
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes() == want:
+                out.append(int(pid))
+        except OSError:
+            continue
+    return out
+
+
+def test_no_process_of_a_run_outlives_it_but_a_service_does(tmp_path: Path) -> None:
+    """A task that leaves a background child behind: the child (it carries the run's
+    environment, a stray worker or a leaked ``sleep``) is killed when the playbook
+    ends, as it would never be otherwise (orphans go to init); a process started from
+    an empty environment, as deploy_service starts a service, keeps running."""
+    keys = tmp_path / "keys"
+    init_keys(keys)
+    orphan_s, service_s = 3000 + os.getpid() % 500, 3600 - os.getpid() % 50
+    job = build_provision_job(
+        OrchestratorKeys.load(keys),
+        server_handle="orphans",
+        playbook="orphans",
+        extra_vars={"orphan_s": orphan_s, "service_s": service_s},
+    )
+    settings = ExecutorSettings(name="orph", project_dir=ANSIBLE_DIR, work_dir=tmp_path / "work")
+    try:
+        outcome = run_playbook(
+            job,
+            ANSIBLE_DIR / "orphans.yml",
+            settings,
+            OpenedSecrets(values={}),
+            lambda raw: None,
+            threading.Event(),
+        )
+        assert outcome.status == "successful", outcome
+        deadline = time.monotonic() + 10
+        while _sleepers(orphan_s):
+            assert time.monotonic() < deadline, "the run's orphan outlived it"
+            time.sleep(0.05)
+        assert len(_sleepers(service_s)) == 1, "the service-like process was killed"
+    finally:
+        for pid in _sleepers(orphan_s) + _sleepers(service_s):
+            os.kill(pid, 9)

@@ -40,7 +40,7 @@ from deploystream.keys import OrchestratorKeys, init_keys
 from deploystream.redis_conn import connect
 from orchestrator.client import StreamClient
 from orchestrator.job_builder import build_provision_job
-from tests.harness import DEPLOYCTL, ExecutorProc
+from tests.harness import DEPLOYCTL, UNISOLATED_UNLESS_ROOT, ExecutorProc
 
 ANSIBLE_DIR = Path(__file__).parent / "ansible"
 
@@ -156,6 +156,7 @@ class FaultEnv:
             str(self.base / "apps"),
             "--work-dir",
             str(self.base / "work"),
+            *UNISOLATED_UNLESS_ROOT,
             "--project-dir",
             str(ANSIBLE_DIR),
             *args,

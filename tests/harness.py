@@ -26,6 +26,11 @@ DEPLOYCTL = str(Path(sys.executable).parent / "deployctl")
 ENV_FILE_MODE = 0o640 if os.geteuid() == 0 else 0o600
 
 
+# A developer running the suite as a normal user: executors cannot switch users, so
+# they deploy to localhost only when told to (CI runs as root and switches).
+UNISOLATED_UNLESS_ROOT = [] if os.geteuid() == 0 else ["--unisolated-local-services"]
+
+
 def services_root() -> Path:
     """An apps root a service user can reach (pytest's tmp dirs are 0700, and a
     service deployed by a root executor runs as a user of its own): a fresh dir in
@@ -118,6 +123,7 @@ class Executors:
             str(self.apps_root),
             "--work-dir",
             str(self.base / "work"),
+            *UNISOLATED_UNLESS_ROOT,
             *extra_args,
         ]
         if self.project_dir is not None:

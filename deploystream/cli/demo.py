@@ -52,6 +52,8 @@ def _start_executor(name: str, url: str, base: Path, apps: Path) -> subprocess.P
             str(apps),
             "--work-dir",
             str(base / "work"),
+            # Not root (a laptop): the demo's services run as the demo's own user.
+            *([] if os.geteuid() == 0 else ["--unisolated-local-services"]),
         ],
         env=env,
         stdout=log,

@@ -1,4 +1,4 @@
-"""``python -m bench {overhead,latency,dispatch,events,scaling,memory,all} [--json] [--quick]``
+"""``python -m bench {overhead,latency,dispatch,events,scaling,memory,ssh,all} [--json] [--quick]``
 
 Each benchmark prints one JSON object with its figures (``--json``) or a short
 table. ``all`` runs every benchmark and writes ``docs/benchmarks.md``.
@@ -38,7 +38,7 @@ def _print_human(out: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("name", choices=[*NAMES, "all", "peers-venv", "report"])
+    parser.add_argument("name", choices=[*NAMES, "ssh", "all", "peers-venv", "report"])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
     parser.add_argument("--output", default="docs/benchmarks.md", help="report written by `all`")

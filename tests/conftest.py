@@ -14,8 +14,8 @@ import redis
 from contracts import StreamsConfig, load_config, with_overrides
 from deploystream.embedded_redis import EmbeddedRedis
 from deploystream.keys import init_keys
+from deploystream.testhosts import Fleet
 from tests.harness import Executors
-from tests.sshhosts import Fleet
 
 
 def _docker_answers() -> bool:
@@ -91,7 +91,7 @@ def rclient(redis_url: str) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def ssh_fleet() -> Iterator[Fleet]:
-    """Real SSH test hosts (tests/sshhosts.py); add them with ``ssh_fleet.add()``.
+    """Real SSH test hosts (deploystream/testhosts.py); add them with ``ssh_fleet.add()``.
     Every namespace, link, process and file they made is removed, pass or fail."""
     fleet = Fleet.create()
     try:

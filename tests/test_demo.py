@@ -57,3 +57,28 @@ def test_demo_runs_twice_and_cleans_up(tmp_path: Path) -> None:
         }
         assert executors  # work was taken by the group
         assert _leftovers() == []
+
+
+def _netns() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
+    return {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
+
+
+def test_demo_hosts_deploys_rolling_to_ssh_hosts_and_removes_them(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env["HOME"] = str(tmp_path)
+    before = _netns()
+    out = subprocess.run(
+        [DEPLOYCTL, "demo", "--hosts", "3", "--executors", "1"],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    if os.geteuid() == 0:
+        hosts = [ln for ln in out.stdout.splitlines() if ": changed [" in ln and "http://" in ln]
+        assert len(hosts) == 3, out.stdout[-3000:]
+        assert len({ln.rsplit("http://", 1)[1] for ln in hosts}) == 3  # its own address each
+    else:
+        assert "--hosts needs root" in out.stdout
+    created = _netns() - before
+    assert not any(name.startswith("ds-") for name in created), created
+    assert not _leftovers()

@@ -1,4 +1,4 @@
-"""Deploy and provision over SSH to real test hosts (tests/sshhosts.py): rolling,
+"""Deploy and provision over SSH to real test hosts (deploystream/testhosts.py): rolling,
 per host, with strict host keys."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import pytest
 
 from deploystream.embedded_redis import free_port
 from deploystream.sample_service import create_sample_repo
+from deploystream.testhosts import REMOTE_APPS_ROOT, Fleet, SshHost
 from tests.harness import Executors, deployctl
-from tests.sshhosts import REMOTE_APPS_ROOT, Fleet, SshHost
 
 pytestmark = pytest.mark.slow
 APP = f"{REMOTE_APPS_ROOT}/sample"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.sshhosts import Fleet, SshHost
+from deploystream.testhosts import Fleet, SshHost
 
 
 def _ssh(

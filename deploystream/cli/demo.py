@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from contracts import Result, with_overrides
+from deploystream.cli import demo_hosts
 from deploystream.cli.app import EXIT_JOB_FAILED, EXIT_OK, App
 from deploystream.cli.follow import Display, tail_into
 from deploystream.cli.params import REDIS_URL
@@ -31,13 +32,16 @@ from deploystream.embedded_redis import EmbeddedRedis, free_port
 from deploystream.keys import OrchestratorKeys, init_keys
 from deploystream.redis_conn import connect
 from deploystream.sample_service import create_sample_repo, stop_service
+from deploystream.testhosts import Fleet
 from orchestrator.client import StreamClient
 from orchestrator.job_builder import build_deploy_job, build_provision_job, new_request_id
 
 DEPLOYCTL = str(Path(sys.executable).parent / "deployctl")
 
 
-def _start_executor(name: str, url: str, base: Path, apps: Path) -> subprocess.Popen[bytes]:
+def _start_executor(
+    name: str, url: str, base: Path, apps: Path, extra: list[str] | None = None
+) -> subprocess.Popen[bytes]:
     env = dict(os.environ, REDIS_URL=url, DEPLOYSTREAM_KEYS_DIR=str(base / "keys"))
     log = (base / f"{name}.log").open("ab")
     return subprocess.Popen(
@@ -54,6 +58,7 @@ def _start_executor(name: str, url: str, base: Path, apps: Path) -> subprocess.P
             str(base / "work"),
             # Not root (a laptop): the demo's services run as the demo's own user.
             *([] if os.geteuid() == 0 else ["--unisolated-local-services"]),
+            *(extra or []),
         ],
         env=env,
         stdout=log,
@@ -135,9 +140,23 @@ def summary_table(
     default=None,
     help="Use this Redis instead of an embedded one (no env fallback, on purpose).",
 )
+@click.option(
+    "--hosts",
+    "n_hosts",
+    type=click.IntRange(0, 8),
+    default=0,
+    envvar="DEPLOYSTREAM_DEMO_HOSTS",
+    show_envvar=True,
+    help="Make N real SSH test hosts (root: network namespaces) and deploy to them, rolling.",
+)
 @click.pass_obj
-def demo(app: App, n_executors: int, keep: bool, demo_redis_url: str | None) -> int:
-    """Run a real deployment end to end on an embedded Redis."""
+def demo(app: App, n_executors: int, keep: bool, demo_redis_url: str | None, n_hosts: int) -> int:
+    """Run a real deployment end to end on an embedded Redis.
+
+    With --hosts N (as root) the sample service is deployed to N SSH hosts made for
+    the demo, one at a time (--serial 1); without root it says why and runs on
+    localhost as usual.
+    """
     # The graph (langgraph) is imported only when the demo runs: every other
     # command, the executor included, starts without it.
     from orchestrator.run import run_deploy_graph
@@ -155,6 +174,11 @@ def demo(app: App, n_executors: int, keep: bool, demo_redis_url: str | None) -> 
     server: EmbeddedRedis | None = None
     procs: dict[str, subprocess.Popen[bytes]] = {}
     services: list[Path] = []
+    fleet: Fleet | None = None
+    repo_dir: Path | None = None
+    if n_hosts and (reason := demo_hosts.why_not()):
+        console.print(f"[yellow]{reason}[/]: deploying on localhost as usual")
+        n_hosts = 0
     try:
         if demo_redis_url:
             url = demo_redis_url
@@ -167,17 +191,35 @@ def demo(app: App, n_executors: int, keep: bool, demo_redis_url: str | None) -> 
             url = server.url
             console.print(f"[bold]embedded Redis[/] {server.executable} on {url}")
         init_keys(base / "keys")
+        extra: list[str] = []
+        if n_hosts:
+            fleet, known_hosts = demo_hosts.make_fleet(n_hosts, base, console)
+            extra = demo_hosts.executor_args(fleet, known_hosts)
         for i in range(n_executors):
-            procs[f"executor-{i + 1}"] = _start_executor(f"executor-{i + 1}", url, base, apps)
+            name = f"executor-{i + 1}"
+            procs[name] = _start_executor(name, url, base, apps, extra)
         _wait_started(procs, base, timeout=60)
         console.print(
             f"[bold]{n_executors} executors[/] in consumer group "
             f"{app.config.groups.executors!r}: {', '.join(procs)}"
         )
-        repo = create_sample_repo(base / "sample-repo")
-        console.print(f"[bold]sample service repo[/] {repo}\n")
         config = with_overrides(app.config, redis_url=url)
         keys = OrchestratorKeys.load(base / "keys")
+        if fleet is not None:
+            repo_dir = demo_hosts.shared_repo_dir()
+            repo = create_sample_repo(repo_dir / "sample-repo")
+            console.print(f"[bold]sample service repo[/] {repo}\n")
+            result, errors = demo_hosts.deploy_rolling(
+                fleet, repo, url, config, keys, base / "checkpoints.sqlite"
+            )
+            for error in errors:
+                console.print(f"  {error}", highlight=False)
+            if keep and result is not None:
+                for host, summary in result.hosts.items():
+                    console.print(f"  {host}: {summary.status} {summary.url or summary.msg}")
+            return EXIT_OK if result is not None and result.ok else EXIT_JOB_FAILED
+        repo = create_sample_repo(base / "sample-repo")
+        console.print(f"[bold]sample service repo[/] {repo}\n")
         ports = (free_port(), free_port())
         web = build_deploy_job(
             keys,
@@ -264,6 +306,7 @@ def demo(app: App, n_executors: int, keep: bool, demo_redis_url: str | None) -> 
     finally:
         if not keep:
             _stop(procs)
+            demo_hosts.remove(fleet, repo_dir)
             for svc in services:
                 stop_service(svc)
             if server is not None:

@@ -1,5 +1,7 @@
 """Real SSH test hosts: each a network namespace running its own OpenSSH ``sshd``.
 
+Used by the test suite, ``deployctl demo --hosts N`` and ``python -m bench ssh``.
+
 A host is
 
 - a network namespace (``ip netns``) joined to this one by a veth pair, with its own

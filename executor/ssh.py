@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from contracts import Job, ProvisionJob, Target
@@ -45,12 +46,15 @@ def unknown_host_message(t: Target, known_hosts: Path) -> str:
 
 def refused_hosts(job: Job, targets: list[Target], known_hosts: Path) -> dict[str, str]:
     """Remote hosts of the run whose key is not recorded: inventory name -> why."""
-    if accepts_new(job):
+    remote = [t for t in targets if not t.is_local]
+    if accepts_new(job) or not remote:
         return {}
+    with ThreadPoolExecutor(max_workers=min(8, len(remote))) as pool:  # one ssh-keygen each
+        known = list(pool.map(lambda t: bool(lookup(known_hosts, t.host, t.port)), remote))
     return {
         t.host: unknown_host_message(t, known_hosts)
-        for t in targets
-        if not t.is_local and not lookup(known_hosts, t.host, t.port)
+        for t, found in zip(remote, known, strict=True)
+        if not found
     }
 
 
@@ -111,12 +115,20 @@ def control_dir() -> Iterator[Path]:
     try:
         yield path
     finally:
-        for sock in path.iterdir():
-            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-                subprocess.run(
-                    ["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "master"],
-                    capture_output=True,
-                    timeout=10,
-                    check=False,
-                )
+        # all at once: each is an ssh process start plus a round trip to its master
+        closing = [
+            subprocess.Popen(
+                ["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "master"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL,
+            )
+            for sock in path.iterdir()
+        ]
+        for proc in closing:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         shutil.rmtree(path, ignore_errors=True)

@@ -102,6 +102,14 @@ def test_old_payloads_still_decode() -> None:
     old_result = b'{"type":"result","request_id":"old1","seq":4,"ts":2.0,"status":"failed"}'
     res = decode_event(old_result)
     assert isinstance(res, Result) and res.status == "failed" and res.event_count == 0
+    assert res.hosts == {}  # per-host summaries came later
+    assert job.serial is None and job.max_fail_percent is None
+    old_provision = (
+        b'{"kind":"provision","request_id":"old2","submitted_at":1.5,'
+        b'"playbook":"provision_server","server_handle":"s1"}'
+    )
+    prov = decode_job(old_provision)
+    assert isinstance(prov, ProvisionJob) and not prov.accept_new_host_key
     # The first ``waiting`` events had only ``lock``: what came later has defaults.
     first_waiting = b'{"type":"waiting","request_id":"old1","seq":2,"ts":2.0,"lock":"x"}'
     waiting = decode_event(first_waiting)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from contracts import HostResult, Output, PlaybookStarted, TaskStarted
+from contracts import HostResult, HostStats, Output, PlaybookStarted, TaskStarted
 from deploystream.redact import Redactor
-from executor.translate import host_stats, stats_artifacts, translate
+from executor.translate import host_stats, host_summaries, stats_artifacts, translate
 
 SECRET = "s3cr3t-Value-42"
 redact = Redactor([SECRET])
@@ -149,3 +149,27 @@ def test_redactor_masks_token_shapes_and_encodings() -> None:
     out = r(text)
     for leaked in ("ghp_", "hunter2", "p%40ss", "BEGIN OPENSSH", "cEBzcyB3b3JkIQ=="):
         assert leaked not in out
+
+
+def test_host_summaries_say_each_hosts_part_in_the_run() -> None:
+    stats = {
+        "a": HostStats(ok=3, changed=1),
+        "b": HostStats(ok=1),
+        "c": HostStats(ok=1, failed=1),
+        "d": HostStats(unreachable=1),
+        "e": HostStats(skipped=2),
+        "k": HostStats(unreachable=1),
+    }
+    out = host_summaries(
+        ["a", "b", "c", "d", "e", "k", "n"],
+        stats,
+        {"c": "boom", "d": "no route"},
+        {"k": "host key for k changed"},
+        lambda h: f"http://{h}:80",
+    )
+    assert {h: s.status for h, s in out.items()} == {
+        "a": "changed", "b": "ok", "c": "failed", "d": "unreachable", "e": "skipped",
+        "k": "failed", "n": "not_run",
+    }  # fmt: skip
+    assert out["a"].url == "http://a:80" and out["c"].url is None and out["c"].msg == "boom"
+    assert out["k"].msg == "host key for k changed" and out["n"].msg == ""

@@ -57,7 +57,8 @@ def sshd_path() -> str:
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         raise RuntimeError("sshd is missing: install openssh-server (needs root and apt-get)")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "openssh-server"]):
+    packages = ["openssh-server"] + ([] if shutil.which("ip") else ["iproute2"])
+    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", *packages]):
         subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
     for path in _SSHD_CANDIDATES:
         if os.access(path, os.X_OK):
@@ -68,6 +69,8 @@ def sshd_path() -> str:
 def namespaces_available() -> bool:
     """Whether this process may make network and mount namespaces."""
     if os.environ.get("DEPLOYSTREAM_TEST_HOSTS") == "loopback" or os.geteuid() != 0:
+        return False
+    if not (shutil.which("ip") and shutil.which("unshare")):
         return False
     name = f"ds-probe-{secrets.token_hex(3)}"
     if _run("ip", "netns", "add", name, check=False).returncode != 0:

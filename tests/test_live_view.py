@@ -25,6 +25,7 @@ from contracts import (
     Event,
     HostResult,
     HostStats,
+    HostSummary,
     Output,
     PlaybookStarted,
     Reclaimed,
@@ -582,3 +583,32 @@ def test_a_waiting_request_says_what_it_waits_for_until_it_starts() -> None:
         p.apply(e)
     assert p.phase == "running" and p.waiting is None
     assert "⏸" not in rendered(live, now=1011.0)
+
+
+def test_live_view_and_plain_lines_show_each_hosts_summary() -> None:
+    ev = Events()
+    result = ev(
+        Result, status="failed", duration_ms=4200, failed_hosts=["web2"],
+        stats={"web1": HostStats(ok=3, changed=2), "web2": HostStats(ok=1, unreachable=1)},
+        hosts={
+            "web1": HostSummary(status="changed", url="http://web1:8000"),
+            "web2": HostSummary(status="unreachable", msg="ssh: timed out"),
+            "web3": HostSummary(status="not_run"),
+        },
+    )  # fmt: skip
+    events = [*two_host_run(ev), result]
+    live = LiveRenderer(recording_console())
+    out = io.StringIO()
+    lines = LineRenderer(out)
+    p = Progress(RID, label="deploy web")
+    for e in events:
+        p.apply(e)
+        live.update(p, e)
+        lines.update(p, e)
+    text = rendered(live, now=1010.0)
+    assert "web1: changed [ok=3 changed=2" in text and "http://web1:8000" in text
+    assert "web2: unreachable [" in text and "ssh: timed out" in text
+    assert "web3: not_run" in text
+    plain = out.getvalue()
+    assert "  web1: changed [ok=3 changed=2 failed=0 unreachable=0 skipped=0] — " in plain
+    assert "  web3: not_run\n" in plain

@@ -227,11 +227,13 @@ class FaultEnv:
         timeout_s: int = 600,
         hosts: list[str] | None = None,
         idempotency_key: str | None = None,
+        server_handle: str | None = None,
     ) -> str:
         keys = OrchestratorKeys.load(self.keys_dir)
         job = build_provision_job(
             keys,
-            server_handle=f"srv-{os.urandom(4).hex()}",  # independent: no server lock
+            # A server of its own unless named: independent jobs take no server lock.
+            server_handle=server_handle or f"srv-{os.urandom(4).hex()}",
             playbook=playbook,
             extra_vars=extra_vars or {},
             timeout_s=timeout_s,

@@ -26,9 +26,10 @@ pytestmark = pytest.mark.slow
 
 def test_one_idempotency_key_one_request_one_job(tmp_path: Path) -> None:
     with fault_env(tmp_path) as env:
-        first = env.submit("quick", idempotency_key="deploy-42")
-        second = env.submit("quick", idempotency_key="deploy-42")
-        other = env.submit("quick", idempotency_key="deploy-43")
+        # A retried submit sends the same parameters (the same server too).
+        first = env.submit("quick", idempotency_key="deploy-42", server_handle="srv-42")
+        second = env.submit("quick", idempotency_key="deploy-42", server_handle="srv-42")
+        other = env.submit("quick", idempotency_key="deploy-43", server_handle="srv-43")
         assert first == second != other
         stream = env.config.streams.provision
         assert env.r.xlen(stream) == 2

@@ -10,9 +10,13 @@ In Redis (keys from ``streams.toml`` ``locks-prefix``, see
 :meth:`contracts.StreamsConfig.lock_keys`), per scope:
 
 - ``…:held:<scope>``  a string: the holder's ``<request id> <consumer> <delivery>``,
-  with a TTL of one lease, renewed with the lease (``executor.loops``) and deleted
+  with a TTL of two leases, renewed with the lease (``executor.loops``) and deleted
   (only by its holder) once the job's result is published. An executor that dies
-  stops renewing: its lock expires after a lease, like its entry's lease.
+  stops renewing: its lock expires after two leases (its entry is adopted after one,
+  and the adopter takes the lock over). The margin keeps the lock through a renewal
+  late under load or a short Redis outage; after a longer one the key may be gone
+  (expired while Redis was down): the entry's owner (fenced) takes it again unless
+  someone else holds it now, as its lease survives the outage.
 - ``…:queue:<scope>`` the waiters: a sorted set whose members are
   ``<job entry id>|<request id>`` (so members sort in submission order) scored by
   the time they stop counting (a waiter refreshes it every poll; one whose executor
@@ -87,18 +91,26 @@ return {'ok'}
 """
 )
 
-# KEYS held locks; ARGV holder value, ttl ms. 1 if every one is still ours (renewed).
-RENEW = """
+# KEYS[1] job stream, then the held locks; ARGV group, entry id, consumer, delivery,
+# holder value, ttl ms. 1 if the entry and every lock are still ours (renewed; a lock
+# gone, expired while Redis was down, is taken again), 0 if not the entry's owner or
+# someone else holds a lock now.
+RENEW = (
+    FENCE_FN
+    + """
+if not is_owner(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return 0 end
 local ok = 1
-for i = 1, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[1] then
-    redis.call('PEXPIRE', KEYS[i], ARGV[2])
+for i = 2, #KEYS do
+  local holder = redis.call('GET', KEYS[i])
+  if holder == ARGV[5] or not holder then
+    redis.call('SET', KEYS[i], ARGV[5], 'PX', ARGV[6])
   else
     ok = 0
   end
 end
 return ok
 """
+)
 
 # KEYS (held, queue) per scope; ARGV holder value, waiter member. Deletes only our
 # own locks and leaves the queues.
@@ -164,6 +176,9 @@ class JobLock:
         self._member = _member(fence.entry_id, job.request_id)
         self.held = False
         self.what = ", ".join(self.scopes.values())
+        # Two leases: renewed every third of one, it outlasts a late renewal or a
+        # short outage (see the module docstring).
+        self.ttl_ms = 2 * config.executor.lease_ms
 
     async def acquire(
         self,
@@ -180,7 +195,7 @@ class JobLock:
         args = [
             *f.args(cfg.groups.executors),
             self.value,
-            cfg.executor.lease_ms,
+            self.ttl_ms,
             self._member,
             cfg.executor.lease_ms,
             self.request_id,
@@ -220,11 +235,14 @@ class JobLock:
             await anyio.sleep(cfg.executor.lock_poll_ms / 1000)
 
     async def renew(self) -> bool:
-        """Extend the held lock by a lease; False if it is no longer ours."""
+        """Extend the held lock; False if it is no longer ours (someone else holds it,
+        or our entry was adopted)."""
         if not self.held:
             return True
+        f = self._fence
         ok = await self._scripts.renew(
-            keys=self.held_keys, args=[self.value, self._config.executor.lease_ms]
+            keys=[f.stream, *self.held_keys],
+            args=[*f.args(self._config.groups.executors), self.value, self.ttl_ms],
         )
         return bool(ok)
 

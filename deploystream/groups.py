@@ -4,15 +4,17 @@ The executor's and orchestrator's Redis users may not create consumer groups (a
 stolen executor password could otherwise add a group of its own to
 ``ansible.deploy`` and read every job). ``deployctl setup-redis``, run with admin
 credentials (compose's ``redis-setup`` service, the demo, the test harness), creates
-them; a service finds a missing group with :func:`missing_groups` and says what to run.
+them; a service works against them (:func:`ensure_groups`) and says what to run when
+one is missing.
 """
 
 from __future__ import annotations
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoPermissionError, ResponseError
 
 from contracts import StreamsConfig
+from deploystream.errors import InfrastructureError
 
 SETUP_HINT = "run `deployctl setup-redis` with an admin REDIS_URL"
 
@@ -52,3 +54,20 @@ async def missing_groups(redis: Redis, pairs: list[tuple[str, str]]) -> list[tup
         if group not in names:
             missing.append((stream, group))
     return missing
+
+
+async def ensure_groups(redis: Redis, pairs: list[tuple[str, str]]) -> None:
+    """Work against existing groups. Where this Redis user may create a missing one
+    (a Redis without ACL users), it does; else :class:`InfrastructureError` says what
+    to run."""
+    for stream, group in await missing_groups(redis, pairs):
+        try:
+            await redis.xgroup_create(stream, group, id="0", mkstream=True)
+        except NoPermissionError as exc:
+            raise InfrastructureError(
+                f"consumer group {group!r} of {stream!r} does not exist and this "
+                f"Redis user may not create it: {SETUP_HINT}"
+            ) from exc
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise

@@ -18,11 +18,10 @@ from typing import TYPE_CHECKING
 import anyio
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import NoPermissionError, ResponseError
+from redis.exceptions import ResponseError
 
 from contracts import StreamsConfig
-from deploystream.errors import InfrastructureError
-from deploystream.groups import SETUP_HINT, missing_groups
+from deploystream.groups import ensure_groups
 from deploystream.keys import ExecutorKeys
 from deploystream.redis_clock import RedisClock
 from deploystream.redis_errors import describe, kind
@@ -89,18 +88,9 @@ class ExecutorCore:
         """Work against existing groups (``deployctl setup-redis`` creates them; the
         executor's ACL user may not). Where this Redis user may create a missing group
         (no ACL users), it does; else :class:`InfrastructureError` says what to run."""
-        pairs = [(stream, self.group) for stream in self.config.job_streams]
-        for stream, group in await missing_groups(self.redis, pairs):
-            try:
-                await self.redis.xgroup_create(stream, group, id="0", mkstream=True)
-            except NoPermissionError as exc:
-                raise InfrastructureError(
-                    f"consumer group {group!r} of {stream!r} does not exist and this "
-                    f"Redis user may not create it: {SETUP_HINT}"
-                ) from exc
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+        await ensure_groups(
+            self.redis, [(stream, self.group) for stream in self.config.job_streams]
+        )
         for stream in self.config.job_streams:
             # A member of the group from the start: the submit side and other executors
             # find live executors through the group's consumers (deploystream.presence).

@@ -24,6 +24,7 @@ from redis.exceptions import ResponseError
 from contracts import DecodeError, Result, StreamsConfig, encode
 from contracts.codec import decode_request, peek_request_id
 from contracts.requests import DeployRequest
+from deploystream.groups import ensure_groups
 from deploystream.keys import OrchestratorKeys
 from deploystream.leases import ACK_IF_OWNER, RENEW_LEASE
 from deploystream.redis_conn import TRANSIENT
@@ -107,11 +108,9 @@ class OrchestratorService:
         self._room.set()
 
     async def _ensure_group(self) -> None:
-        try:
-            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        """The group is created by ``deployctl setup-redis`` (admin): the orchestrator's
+        ACL user may not create one (it could read every request through it)."""
+        await ensure_groups(self.redis, [(self.stream, self.group)])
 
     async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         await self._ensure_group()

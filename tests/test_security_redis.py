@@ -252,6 +252,7 @@ def test_full_deploy_as_least_privilege_users_and_forbidden_commands(
         (orchestrator, ("SET", cfg.consumed_key(rid, "d"), "x")),
         (executor, ("XADD", cfg.streams.deploy, "*", "job", "{}")),  # forge work for others
         (executor, ("XGROUP", "CREATE", cfg.streams.deploy, "thieves", "0")),  # read all jobs
+        (orchestrator, ("XGROUP", "CREATE", cfg.streams.requests, "thieves", "0")),
         (executor, ("XADD", cfg.streams.control, "*", "data", "{}")),
         (executor, ("XRANGE", cfg.dead_key(cfg.streams.deploy), "-", "+")),
         (executor, ("GET", cfg.idempotency_key("acl-1"))),
@@ -312,6 +313,15 @@ def test_executor_user_cannot_create_groups_the_admin_step_does(
     assert refused.returncode == 3, (refused.stdout[-2000:], refused.stderr[-2000:])
     assert "deployctl setup-redis" in refused.stderr and "Traceback" not in refused.stderr
     assert "'executors' of 'ansible.deploy' does not exist" in refused.stderr
+    orchestrator = deployctl(
+        "orchestrator", "--name", "o-nogroup",
+        "--checkpoint-db", str(tmp_path / "checkpoints.sqlite"),
+        redis_url=url_for(acl_redis, "orchestrator", passwords["orchestrator"]),
+        keys_dir=keys_dir, timeout=60,
+    )  # fmt: skip
+    assert orchestrator.returncode == 3, (orchestrator.stdout[-2000:], orchestrator.stderr[-2000:])
+    assert "deployctl setup-redis" in orchestrator.stderr
+    assert "'orchestrators' of 'deploy.requests' does not exist" in orchestrator.stderr
 
     first = deployctl("setup-redis", redis_url=admin_url, keys_dir=keys_dir)
     assert first.returncode == 0, first.stderr
@@ -364,7 +374,7 @@ _ORCHESTRATOR = [
     "XRANGE ansible.provision.dead - + COUNT 100",
     "EXISTS ansible.control",
     # the orchestrator service on deploy.requests
-    "XGROUP CREATE deploy.requests orchestrators 0 MKSTREAM",
+    "XINFO GROUPS deploy.requests",
     "XREADGROUP GROUP orchestrators o COUNT 1 BLOCK 10 STREAMS deploy.requests >",
     "XAUTOCLAIM deploy.requests orchestrators o 1000 0-0 COUNT 1",
     "XACK deploy.requests orchestrators 0-1",

@@ -13,6 +13,9 @@ DeploystreamError
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 class DeploystreamError(Exception):
     """Base of every error this project raises on purpose."""
@@ -45,3 +48,13 @@ class StreamGapError(DeploystreamError):
 
 class StreamVanishedError(StreamGapError):
     """The stream a reader follows no longer exists (its TTL ran out, or Redis evicted it)."""
+
+
+@contextlib.contextmanager
+def unwrapped(kind: type[BaseException]) -> Iterator[None]:
+    """Re-raise a ``kind`` error out of a task group's exception group as itself, so
+    the CLI's edge shows it as one line (e.g. a missing consumer group, exit 3)."""
+    try:
+        yield
+    except* kind as group:
+        raise group.exceptions[0] from None

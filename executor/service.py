@@ -16,7 +16,7 @@ import structlog
 from redis.asyncio import Redis
 
 from contracts import StreamsConfig
-from deploystream.errors import InfrastructureError
+from deploystream.errors import InfrastructureError, unwrapped
 from deploystream.keys import ExecutorKeys
 from executor.runner import sweep_stale_run_dirs
 from executor.settings import ExecutorSettings
@@ -67,12 +67,11 @@ async def run_executor(
                 executor.stop()
 
     try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(on_signals)
-            await executor.serve()
-            tg.cancel_scope.cancel()
-    except* InfrastructureError as group:  # e.g. no consumer group: one clear line
-        raise group.exceptions[0] from None
+        with unwrapped(InfrastructureError):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(on_signals)
+                await executor.serve()
+                tg.cancel_scope.cancel()
     finally:
         metrics.close()
         with anyio.move_on_after(2), contextlib.suppress(Exception):

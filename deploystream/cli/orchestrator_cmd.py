@@ -12,7 +12,7 @@ import click
 
 from contracts import with_overrides
 from deploystream.cli.app import App
-from deploystream.errors import InfrastructureError
+from deploystream.errors import InfrastructureError, unwrapped
 from deploystream.redis_policy import require_no_eviction
 
 
@@ -73,13 +73,11 @@ def orchestrator(
                 async for _ in received:
                     service.stop()
 
-        try:
+        with unwrapped(InfrastructureError):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(on_signals)
                 await service.serve()
                 tg.cancel_scope.cancel()
-        except* InfrastructureError as group:  # e.g. no consumer group: one clear line
-            raise group.exceptions[0] from None
         await redis.aclose()
         return 0
 

@@ -45,6 +45,22 @@ class Target(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
         return self.host in LOCAL_HOSTS
 
 
+def parse_host_spec(text: str) -> tuple[str, int, str | None]:
+    """``[USER@]HOST[:PORT]`` (IPv6: ``[ADDR]:PORT``) -> ``(host, port, user)``. Only the
+    shape: the host and user are checked where a job is built. ValueError if malformed."""
+    user, at, rest = text.rpartition("@")
+    host, port = rest, "22"
+    if rest.startswith("[") and "]" in rest:
+        host, _, tail = rest[1:].partition("]")
+        if tail:
+            port = tail.removeprefix(":")
+    elif rest.count(":") == 1:
+        host, _, port = rest.partition(":")
+    if not host or (at and not user) or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not [USER@]HOST[:PORT] (port 1-65535)")
+    return host, int(port), user or None
+
+
 class _JobBase(Struct, kw_only=True, tag_field="kind", forbid_unknown_fields=True):
     request_id: RequestId
     submitted_at: float

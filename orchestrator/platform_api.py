@@ -22,6 +22,8 @@ from tenacity import (
     wait_exponential,
 )
 
+from contracts.jobs import parse_host_spec
+from deploystream.errors import BadInputError
 from orchestrator.errors import PlatformApiError, PlatformApiRejected, PlatformApiUnavailable
 from orchestrator.settings import OrchestratorSettings
 
@@ -43,6 +45,9 @@ class ProjectInfo:
     service_port: int | None = None
     host: str | None = None
     modules: list[str] = field(default_factory=list)
+    # The project's servers ("[user@]host[:port]" each, or {host, port, user}), used
+    # when the request names no host: the first is the target, the rest more hosts.
+    servers: list[tuple[str, int, str | None]] = field(default_factory=list)
 
     @classmethod
     def from_api(cls, project_id: str, data: dict[str, Any]) -> ProjectInfo:
@@ -61,7 +66,25 @@ class ProjectInfo:
             service_port=int(port) if port is not None else None,
             host=first("host", "server_host"),
             modules=[str(m) for m in modules] if isinstance(modules, list) else [],
+            servers=_servers(first("servers", "hosts")),
         )
+
+
+def _servers(raw: Any) -> list[tuple[str, int, str | None]]:
+    """A project's server list; a malformed entry is bad input from the platform."""
+    if not isinstance(raw, list):
+        return []
+    out = []
+    for item in raw:
+        if isinstance(item, dict):
+            user = item.get("user") or None
+            out.append((str(item.get("host", "")), int(item.get("port") or 22), user))
+            continue
+        try:
+            out.append(parse_host_spec(str(item)))
+        except ValueError as exc:
+            raise BadInputError(f"platform API: project servers: {exc}") from exc
+    return out
 
 
 class _Transient(Exception):

@@ -393,3 +393,34 @@ async def test_submit_refused_ends_with_bad_input(tmp_path: Path, keys: Orchestr
     assert final["outcome"] == "bad_input" and exit_code(final) == 2
     assert "no executor serves playbook" in final["errors"][0]
     assert gateway.tails == [] and not final.get("submitted")
+
+
+async def test_the_projects_servers_are_the_hosts_when_the_request_names_none(
+    tmp_path: Path, keys: OrchestratorKeys, httpserver: HTTPServer
+) -> None:
+    httpserver.expect_request("/api/projects/7", method="GET").respond_with_json(
+        {
+            "id": 7, "name": "shop", "repo_url": "owner/shop", "port": 8000,
+            "servers": ["deploy@198.18.0.2", "198.18.0.3:2222", {"host": "web-3", "user": "ops"}],
+        }
+    )  # fmt: skip
+    httpserver.expect_request("/api/projects/7", method="PATCH").respond_with_json({})
+    gateway = ScriptedGateway()
+    settings = make_settings(tmp_path, api_url=httpserver.url_for("/"))
+    await run_deploy_graph(
+        {"project": {"id": "7"}}, gateway=gateway, keys=keys, settings=settings, thread_id="r-s"
+    )
+    (job,) = gateway.submitted
+    assert (job.target.host, job.target.port, job.target.user) == ("198.18.0.2", 22, "deploy")
+    assert [(t.host, t.port, t.user) for t in job.hosts] == [
+        ("198.18.0.3", 2222, None),
+        ("web-3", 22, "ops"),
+    ]
+    # a host given with the request wins over the project's list
+    gateway = ScriptedGateway()
+    await run_deploy_graph(
+        {"project": {"id": "7"}, "host": "other"},
+        gateway=gateway, keys=keys, settings=settings, thread_id="r-s2",
+    )  # fmt: skip
+    (job,) = gateway.submitted
+    assert job.target.host == "other" and job.hosts == []

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import click
 
+from contracts.jobs import parse_host_spec
 from contracts.rules import shown
 from deploystream.redis_conn import redact_url
 
@@ -147,17 +148,10 @@ class HostSpec(click.ParamType[tuple[str, int, str | None], Any]):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if isinstance(value, tuple):
             return value
-        user, at, rest = str(value).rpartition("@")
-        host, port = rest, "22"
-        if rest.startswith("[") and "]" in rest:
-            host, _, tail = rest[1:].partition("]")
-            if tail:
-                port = tail.removeprefix(":")
-        elif rest.count(":") == 1:
-            host, _, port = rest.partition(":")
-        if not host or (at and not user) or not port.isdigit() or not 0 < int(port) < 65536:
+        try:
+            return parse_host_spec(str(value))
+        except ValueError:
             self.fail(f"{shown(value)} is not [USER@]HOST[:PORT] (port 1-65535)", param, ctx)
-        return (host, int(port), user or None)
 
 
 KEY_VALUE = KeyValue()

@@ -105,6 +105,9 @@ class PrepareNode:
         ):
             if key not in fields and value is not None:
                 fields[key] = value
+        if "host" not in fields and info.servers:  # the project's servers, when none given
+            (fields["host"], fields["ssh_port"], fields["ssh_user"]), *rest = info.servers
+            fields["extra_hosts"] = [list(server) for server in rest]
         if "service_port" not in fields:
             raise BadInputError(
                 f"no service port for project {name!r} (give --service-port, or a project id "
@@ -149,6 +152,7 @@ class PrepareNode:
             "host": job.target.host,
             "ssh_port": job.target.port,
             "ssh_user": job.target.user,
+            "extra_hosts": [[t.host, t.port, t.user] for t in job.hosts],
             "service_port": job.service_port,
             "modules": list(job.modules),
             "timeout_s": job.timeout_s,

@@ -52,8 +52,8 @@ def remove_services_root(root: Path) -> None:
 
 def cli_env(redis_url: str, keys_dir: Path, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
+    env.pop("DEPLOYSTREAM_CONFIG", None)  # not the caller's own; one passed in is kept
     env.update(REDIS_URL=redis_url, DEPLOYSTREAM_KEYS_DIR=str(keys_dir), **extra)
-    env.pop("DEPLOYSTREAM_CONFIG", None)
     return env
 
 

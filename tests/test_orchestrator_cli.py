@@ -281,6 +281,15 @@ def test_retry_of_a_deploy_runs_the_graph_with_post_deploy(
     assert submitted.job.retry_of == rid  # type: ignore[attr-defined]
 
 
+def test_cli_env_keeps_a_config_passed_in_and_drops_an_inherited_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DEPLOYSTREAM_CONFIG", "/inherited/streams.toml")
+    assert "DEPLOYSTREAM_CONFIG" not in cli_env("redis://x", tmp_path)
+    mine = str(tmp_path / "streams.toml")
+    assert cli_env("redis://x", tmp_path, DEPLOYSTREAM_CONFIG=mine)["DEPLOYSTREAM_CONFIG"] == mine
+
+
 def _orchestrator(
     name: str,
     redis_url: str,

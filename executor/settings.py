@@ -16,6 +16,12 @@ from executor.playbooks import Catalog
 DEFAULT_PROJECT_DIR = Path(__file__).resolve().parent / "ansible_project"
 
 
+def default_apps_root(euid: int) -> Path:
+    """~/deploystream-apps; as root /srv/deploystream-apps, since a service runs as a
+    user of its own, which must reach its app dir (root's home is 0700)."""
+    return Path("/srv/deploystream-apps") if euid == 0 else Path.home() / "deploystream-apps"
+
+
 def default_name() -> str:
     # In a container the hostname is unique per replica, so scaling needs no config.
     return f"{socket.gethostname()}-{os.getpid()}"
@@ -25,7 +31,7 @@ def default_name() -> str:
 class ExecutorSettings:
     name: str = field(default_factory=default_name)
     project_dir: Path = DEFAULT_PROJECT_DIR
-    apps_root: Path = field(default_factory=lambda: Path.home() / "deploystream-apps")
+    apps_root: Path = field(default_factory=lambda: default_apps_root(os.geteuid()))
     keys_dir: Path | None = None
     # Run dirs (ansible-runner private data) live here and are removed after each run.
     work_dir: Path | None = None

@@ -261,3 +261,12 @@ def test_no_process_of_a_run_outlives_it_but_a_service_does(tmp_path: Path) -> N
     finally:
         for pid in _sleepers(orphan_s) + _sleepers(service_s):
             os.kill(pid, 9)
+
+
+def test_a_root_executor_deploys_where_service_users_can_reach() -> None:
+    """Root's home is 0700: a service running as a user of its own could not reach an
+    app dir under it, so a root executor's default apps root is /srv/deploystream-apps."""
+    from executor.settings import default_apps_root
+
+    assert default_apps_root(0) == Path("/srv/deploystream-apps")
+    assert default_apps_root(1000) == Path.home() / "deploystream-apps"

@@ -56,7 +56,8 @@ from deploystream.redis_policy import require_no_eviction
     type=click.Path(file_okay=False, path_type=Path),
     envvar="DEPLOYSTREAM_APPS_ROOT",
     show_envvar=True,
-    help="Where services are deployed on target hosts.",
+    help="Where services are deployed on target hosts (default ~/deploystream-apps; as "
+    "root /srv/deploystream-apps: the services' own users must be able to reach it).",
 )
 @click.option(
     "--work-dir",

@@ -6,12 +6,24 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
+import pytest
 import redis
 
-from contracts import StreamsConfig
+from contracts import (
+    Event,
+    HostResult,
+    HostSummary,
+    Result,
+    StreamsConfig,
+    TaskStarted,
+    encode,
+)
+from contracts.events import HostStatus
 from deploystream.keys import OrchestratorKeys
 from orchestrator.job_builder import build_provision_job
+from tests.faults_support import fault_env
 from tests.harness import Executors, deployctl, wait_for_result
 
 ANSIBLE_DIR = Path(__file__).parent / "ansible"
@@ -95,3 +107,99 @@ def test_status_shows_deploy_requests_its_group_and_the_orchestrators(
     assert human.returncode == 0, human.stderr
     row = next(line for line in human.stdout.splitlines() if stream in line)
     assert group in row and "orch-1" in row, human.stdout
+
+
+@pytest.mark.slow
+def test_status_shows_each_host_of_a_running_request(tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    with fault_env(tmp_path, concurrency=1) as env:
+        env.start_executor("ex-a")
+        # Two local aliases: two inventory hosts of one job.
+        rid = env.submit(
+            "two_hosts_hold", hosts=["127.0.0.1"], extra_vars={"release": str(release)}
+        )
+        # Both hosts have answered "Change" once "Hold" starts (the linear strategy).
+        env.wait_event(rid, lambda e: isinstance(e, TaskStarted) and e.task == "Hold")
+        out = env.deployctl("status", "--json")
+        assert out.returncode == 0, out.stderr
+        running = json.loads(out.stdout)["running"]
+        entry = next(p for p in running if p["request_id"] == rid)
+        assert entry["task"] == "Hold" and entry["partial"] is False
+        counts = {"ok": 1, "changed": 1, "failed": 0, "unreachable": 0, "skipped": 0}
+        assert entry["hosts"] == {
+            "localhost": {"status": "running", **counts},
+            "127.0.0.1": {"status": "running", **counts},
+        }
+        human = env.deployctl("status")
+        assert human.returncode == 0, human.stderr
+        assert "localhost: running ok=1 changed=1" in human.stdout, human.stdout
+        assert "127.0.0.1: running ok=1 changed=1" in human.stdout, human.stdout
+        release.touch()
+        assert env.wait_result(rid).status == "success"
+
+
+def test_running_hosts_reads_only_new_events_within_its_bound(
+    redis_url: str, config: StreamsConfig, rclient: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import anyio
+
+    from deploystream.cli import running_hosts
+    from deploystream.redis_conn import connect
+
+    monkeypatch.setattr(running_hosts, "EVENTS_PER_REFRESH", 2)
+    monkeypatch.setattr(running_hosts, "_CHUNK", 2)
+    rid = "r-hosts"
+    key = config.events_key(rid)
+
+    def publish(*events: Event) -> None:
+        for ev in events:
+            rclient.xadd(key, {"type": ev.__struct_config__.tag, "data": encode(ev)})
+
+    def result(host: str, status: HostStatus, seq: int) -> HostResult:
+        return HostResult(request_id=rid, seq=seq, ts=1.0, host=host, task="t", status=status)
+
+    publish(result("h1", "changed", 1), result("h2", "unreachable", 2), result("h1", "ok", 3))
+    reader = running_hosts.RunningHosts(config)
+
+    async def refresh(*ids: str) -> dict[str, dict[str, Any]]:
+        r = connect(redis_url)
+        try:
+            return await reader.hosts(r, list(ids))
+        finally:
+            await r.aclose()
+
+    first = anyio.run(refresh, rid)[rid]  # two of three events: the bound
+    assert first["partial"] is True
+    assert first["hosts"] == {
+        "h1": {
+            "status": "running",
+            "ok": 1,
+            "changed": 1,
+            "failed": 0,
+            "unreachable": 0,
+            "skipped": 0,
+        },
+        "h2": {
+            "status": "unreachable",
+            "ok": 0,
+            "changed": 0,
+            "failed": 0,
+            "unreachable": 1,
+            "skipped": 0,
+        },
+    }
+    summaries = {
+        "h1": HostSummary(status="changed"),
+        "h2": HostSummary(status="unreachable"),
+        "h3": HostSummary(status="not_run"),
+    }
+    publish(Result(request_id=rid, seq=4, ts=2.0, status="failed", hosts=summaries))
+    second = anyio.run(refresh, rid)[rid]  # the third event and the result: counted once each
+    assert second["partial"] is False
+    hosts = second["hosts"]
+    assert {h: v["status"] for h, v in hosts.items()} == {
+        "h1": "changed",
+        "h2": "unreachable",
+        "h3": "not_run",
+    }
+    assert hosts["h1"]["ok"] == 2 and hosts["h1"]["changed"] == 1

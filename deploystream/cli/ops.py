@@ -5,7 +5,8 @@ runs: the job streams (length, consumer group, lag, pending), each consumer (idl
 time, pending entries), the dead-letter counts, the live executors (their presence
 hashes ``deploystream.executor:<name>``, which expire when an executor dies) and
 the requests being worked on (the group's pending entries: owner, idle time,
-deliveries; an entry idle past the lease is waiting to be adopted), and
+deliveries; an entry idle past the lease is waiting to be adopted; its task now
+and each host's status and counts so far, ``deploystream.cli.running_hosts``), and
 ``deploy.requests`` with its group ``orchestrators`` (its consumers are the
 orchestrator services).
 """
@@ -28,6 +29,7 @@ from rich.text import Text
 from contracts import DecodeError, StreamsConfig, decode_job, job_kind
 from deploystream.cli.app import EXIT_OK, App
 from deploystream.cli.params import ENTRY_ID
+from deploystream.cli.running_hosts import RunningHosts, format_hosts
 from deploystream.redis_clock import RedisClock
 from orchestrator.client import StreamClient
 
@@ -163,8 +165,14 @@ async def _requests(redis: Redis, config: StreamsConfig) -> dict[str, Any]:
     }
 
 
-async def snapshot(redis: Redis, config: StreamsConfig) -> dict[str, Any]:
-    """Everything ``status`` shows, as plain data (the ``--json`` object)."""
+async def snapshot(
+    redis: Redis, config: StreamsConfig, running_hosts: RunningHosts | None = None
+) -> dict[str, Any]:
+    """Everything ``status`` shows, as plain data (the ``--json`` object).
+
+    Each running request carries its hosts' progress (``hosts``: status and counts
+    per host, ``task``: the task running now), read by ``running_hosts`` (pass the
+    same one across ``--watch`` refreshes so only new events are read)."""
     group = config.groups.executors
     streams: list[dict[str, Any]] = []
     running: list[dict[str, Any]] = []
@@ -184,6 +192,12 @@ async def snapshot(redis: Redis, config: StreamsConfig) -> dict[str, Any]:
         )
         if exists:
             running += await _pending(redis, config, stream, group)
+    running_hosts = running_hosts or RunningHosts(config)
+    progress = await running_hosts.hosts(
+        redis, [p["request_id"] for p in running if p["request_id"]]
+    )
+    for p in running:
+        p.update(progress.get(p["request_id"] or "", {"task": None, "partial": False, "hosts": {}}))
     info = await redis.info("server")
     requests = await _requests(redis, config)
     return {
@@ -243,7 +257,7 @@ def render_status(snap: dict[str, Any]) -> RenderableType:
         parts.append(e)
     r = Table(title="running (pending entries)", title_justify="left")
     r.add_column("request", no_wrap=True)
-    for col in ("kind", "playbook", "owner", "idle", "deliveries", ""):
+    for col in ("kind", "playbook", "owner", "idle", "deliveries", "task", "hosts", ""):
         r.add_column(col)
     for p in snap["running"]:
         r.add_row(
@@ -253,6 +267,8 @@ def render_status(snap: dict[str, Any]) -> RenderableType:
             p["owner"],
             _age(p["idle_ms"] / 1000),
             str(p["deliveries"]),
+            p["task"] or "-",
+            (format_hosts(p["hosts"]) or "-") + (" (partial)" if p["partial"] else ""),
             Text("orphaned: awaiting adoption", style="yellow") if p["orphaned"] else "",
         )
     parts.append(r if snap["running"] else Text("running: nothing"))
@@ -278,13 +294,14 @@ def render_status(snap: dict[str, Any]) -> RenderableType:
 @click.pass_obj
 def status(app: App, json_out: bool, watch: bool, interval: float) -> int:
     """Streams and their groups (executors; deploy.requests: orchestrators), executors,
-    running requests, dead letters."""
+    running requests (with each host's status and counts so far), dead letters."""
 
     async def main() -> int:
         redis = await app.redis()
         console = Console()
         if not console.is_terminal:  # a pipe or a log: no wrapping of ids at 80 columns
             console = Console(width=200)
+        hosts = RunningHosts(app.config)  # kept across refreshes: reads only new events
         try:
             if not watch:
                 snap = await snapshot(redis, app.config)
@@ -295,7 +312,7 @@ def status(app: App, json_out: bool, watch: bool, interval: float) -> int:
                 return EXIT_OK
             if json_out or not console.is_terminal:
                 while True:
-                    snap = await snapshot(redis, app.config)
+                    snap = await snapshot(redis, app.config, hosts)
                     if json_out:
                         _echo_json(snap)
                     else:
@@ -303,7 +320,9 @@ def status(app: App, json_out: bool, watch: bool, interval: float) -> int:
                     await anyio.sleep(interval)
             with Live(console=console, auto_refresh=False) as live:
                 while True:
-                    live.update(render_status(await snapshot(redis, app.config)), refresh=True)
+                    live.update(
+                        render_status(await snapshot(redis, app.config, hosts)), refresh=True
+                    )
                     await anyio.sleep(interval)
         finally:
             await redis.aclose()

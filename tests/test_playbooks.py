@@ -9,7 +9,6 @@ import pwd
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -471,42 +470,11 @@ def test_git_token_goes_to_no_other_host_and_never_over_http(
     assert [req.headers.get("Authorization") for req, _ in httpserver.log] == []
 
 
-def test_credential_dirs_of_killed_runs_are_removed_by_the_next_deploy(
-    tmp_path: Path, apps_root: Path, run_playbook
-) -> None:
-    """A run killed mid-fetch leaves its git credential dir on a remote target (its
-    cleanup task never runs): the next deploy to that host removes such dirs once they
-    are older than any fetch takes, and leaves a young one (a fetch under way)."""
-    target_tmp = tmp_path / "target-tmp"
-    target_tmp.mkdir()
-    stale = target_tmp / "ansible.killed.deploystream-git"
-    young = target_tmp / "ansible.running.deploystream-git"
-    for d in (stale, young):
-        d.mkdir(mode=0o700)
-        (d / "gitconfig").write_text('[http "https://github.com/"]\n\textraHeader = x\n')
-    two_hours_ago = time.time() - 7200
-    os.utime(stale, (two_hours_ago, two_hours_ago))
-
-    run = run_playbook(
-        DEPLOY,
-        _deploy_vars(
-            repo_url=create_sample_repo(tmp_path / "repo"),
-            port=_free_port(),
-            apps_root=apps_root,
-            secrets_file=_secrets(tmp_path, {}),
-        ),
-        envvars={"TMPDIR": str(target_tmp)},
-    )
-
-    assert run.runner.status == "successful", run.failed_tasks()
-    assert not stale.exists() and young.exists()
-
-
 class _GitHost:
     """A git host over https (git's "dumb" protocol: static files of a bare repo),
     recording the Authorization header of every request."""
 
-    def __init__(self, root: Path, cert: Path, key: Path) -> None:
+    def __init__(self, root: Path, cert: Path, key: Path, *, stall: bool = False) -> None:
         import functools
         import http.server
         import ssl
@@ -514,10 +482,19 @@ class _GitHost:
 
         self.auth: list[str | None] = []
         seen = self.auth
+        # stall: every request is held (a fetch under way) until close()
+        self.requested = threading.Event()
+        self.released = threading.Event()
+        requested, released = self.requested, self.released
 
         class Handler(http.server.SimpleHTTPRequestHandler):
             def do_GET(self) -> None:
                 seen.append(self.headers.get("Authorization"))
+                if stall:
+                    requested.set()
+                    released.wait(60)
+                    self.send_error(503)
+                    return
                 super().do_GET()
 
             def log_message(self, format: str, *args: Any) -> None:
@@ -533,6 +510,7 @@ class _GitHost:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
+        self.released.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -587,3 +565,115 @@ def test_git_token_goes_to_the_repo_host_and_to_no_other(
     expected = "Basic " + base64.b64encode(f"x-access-token:{token}".encode()).decode()
     assert repo_host.auth and set(repo_host.auth) == {expected}
     assert other_host.auth and set(other_host.auth) == {None}
+
+
+def _files_holding(roots: list[Path], needles: list[bytes]) -> list[str]:
+    """Every regular file under ``roots`` whose bytes contain one of ``needles``."""
+    found = []
+    for root in roots:
+        for dirpath, _dirs, files in os.walk(root):
+            for name in files:
+                path = Path(dirpath) / name
+                try:
+                    data = path.read_bytes() if path.is_file() and not path.is_symlink() else b""
+                except OSError:
+                    continue
+                if any(n in data for n in needles):
+                    found.append(str(path))
+    return found
+
+
+def _descendants(root: int) -> list[int]:
+    """Every live process below ``root`` (by parent links in /proc)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text() if entry.isdigit() else ""
+        except OSError:
+            continue
+        if stat:
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: list[int] = []
+    frontier = [root]
+    while frontier:
+        children = [pid for pid, ppid in parents.items() if ppid in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_fetch_leaves_the_token_in_no_file(
+    tmp_path: Path, apps_root: Path
+) -> None:
+    """The run is killed (SIGKILL, its whole process group) while git fetches from an
+    https host that holds the request: no file under the places the run could write --
+    the deploying user's home (~/.ansible/tmp), its temp dir, the apps root -- holds the
+    token, raw or in its header form (the old playbook left its git credential file)."""
+    import signal
+
+    from tests.test_security_redis import _make_certs
+
+    (tmp_path / "certs").mkdir()
+    ca, cert, key = _make_certs(tmp_path / "certs")
+    served = tmp_path / "served"
+    served.mkdir()
+    host = _GitHost(served, cert, key, stall=True)
+    home, target_tmp = tmp_path / "home", tmp_path / "target-tmp"
+    for d in (home, target_tmp):
+        d.mkdir(mode=0o700)
+    token = "ghp_" + uuid.uuid4().hex
+    header = base64.b64encode(f"x-access-token:{token}".encode())
+    inventory = tmp_path / "inventory"
+    inventory.write_text(
+        f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n"
+    )
+    extravars = tmp_path / "vars.json"
+    extravars.write_text(
+        json.dumps(
+            _deploy_vars(
+                repo_url=f"{host.url}/app.git",
+                port=_free_port(),
+                apps_root=apps_root,
+                secrets_file=_secrets(tmp_path, {}),
+            )
+        )
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ANSIBLE_", "GIT_", "DEPLOYSTREAM_"))
+    }
+    env.update(
+        HOME=str(home),
+        # where modules go when not pipelined: ~/.ansible/tmp of the deploying user (on
+        # the local connection "~" is the passwd home, not HOME: named here)
+        ANSIBLE_REMOTE_TEMP=str(home / ".ansible" / "tmp"),
+        TMPDIR=str(target_tmp),
+        DEPLOYSTREAM_GIT_TOKEN=token,
+        GIT_SSL_CAINFO=str(ca),
+    )
+    playbook = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
+         "-e", f"@{extravars}", str(DEPLOY)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        fetching = host.requested.wait(120)
+        alive = playbook.poll() is None
+        # the whole tree: Ansible's workers run in sessions of their own
+        for pid in [playbook.pid, *_descendants(playbook.pid)]:
+            os.kill(pid, signal.SIGKILL)
+        playbook.wait(30)
+    finally:
+        host.close()
+    assert fetching and alive, "the run never reached the fetch"
+    assert host.auth[0] == "Basic " + header.decode()  # the token was in play
+
+    assert _files_holding([home, target_tmp, apps_root], [token.encode(), header]) == []
+    # the kill came mid-module: its code payload dir is left behind, in the scanned tmp
+    assert list(target_tmp.glob("ansible_deploystream_git_fetch_payload_*"))

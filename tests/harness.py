@@ -152,6 +152,20 @@ class Executors:
             time.sleep(0.05)
         raise RuntimeError(f"executor {ep.name} did not start:\n{ep.output()}")
 
+    def work_left(self) -> list[Path]:
+        """What the executors left in their work dir besides their heartbeats (an
+        empty file each live executor touches and removes when it stops): after their
+        runs, nothing (every run dir is removed)."""
+        work = self.base / "work"
+        if not work.exists():
+            return []
+        beats = tuple(f"heartbeat-{ep.proc.pid}-" for ep in self.procs if ep.proc.poll() is None)
+        return [
+            p
+            for p in work.iterdir()
+            if not (p.name.startswith(beats) and p.is_file() and p.stat().st_size == 0)
+        ]
+
     def stop_all(self) -> None:
         for ep in self.procs:
             if ep.proc.poll() is None:

@@ -98,8 +98,7 @@ def test_deploy_sample_service_live_through_two_executors(
     tasks = [e.task for e in events if isinstance(e, TaskStarted)]
     assert "Fetch repository" in tasks and "Wait for health check" in tasks
     # The run directories are gone: nothing (secrets, runner artifacts) left behind.
-    work = executors.base / "work"
-    assert not work.exists() or list(work.iterdir()) == []
+    assert executors.work_left() == []
 
 
 def test_failed_health_check_is_failed_not_success(

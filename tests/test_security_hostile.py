@@ -651,8 +651,7 @@ def test_real_executor_rejects_hostile_entries_and_stays_up(
     assert max(rss) < 400, rss
     assert _tree_digest(canary) == before and not (canary / "pwned").exists()
     assert not Path("/tmp/ds-pwned").exists()
-    work = executors.base / "work"
-    assert not work.exists() or list(work.iterdir()) == []
+    assert executors.work_left() == []
     assert not executors.apps_root.exists() or list(executors.apps_root.iterdir()) == []
 
     # And it still works.

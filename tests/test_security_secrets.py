@@ -264,11 +264,7 @@ def test_deploy_leaves_no_plaintext_secret_anywhere(
 
     # Files: the run dirs are gone; nothing the run wrote holds a value (temp dirs,
     # the work dir, the orchestrator's checkpoint, the clone), except the .env itself.
-    # The running executor's own heartbeat file (empty, see executor.heartbeat) is all
-    # that may remain in its work dir.
-    work = executors.base / "work"
-    beat = f"heartbeat-{executors.procs[0].proc.pid}-"
-    assert not work.exists() or [p for p in work.iterdir() if not p.name.startswith(beat)] == []
+    assert executors.work_left() == []
     assert checkpoint.exists(), "the deploy went through the graph and its checkpoint"
     assert not leaks(file_blobs(tmp_path, skip=[env_file]), needles)
     assert not leaks(file_blobs(Path("/tmp"), skip=[env_file], since=started), needles)

@@ -92,18 +92,21 @@ return {'ok'}
 )
 
 # KEYS[1] job stream, then the held locks; ARGV group, entry id, consumer, delivery,
-# holder value, ttl ms. 1 if the entry and every lock are still ours (renewed; a lock
-# gone, expired while Redis was down, is taken again), 0 if not the entry's owner or
-# someone else holds a lock now.
+# holder value, ttl ms. 1 if every lock is still ours (renewed; one gone, expired while
+# Redis was down, is taken again while the entry is ours), 0 if someone else holds one
+# now (or it is gone and the entry is no longer ours).
 RENEW = (
     FENCE_FN
     + """
-if not is_owner(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return 0 end
+local owner = nil
 local ok = 1
 for i = 2, #KEYS do
   local holder = redis.call('GET', KEYS[i])
-  if holder == ARGV[5] or not holder then
-    redis.call('SET', KEYS[i], ARGV[5], 'PX', ARGV[6])
+  if holder == ARGV[5] then
+    redis.call('PEXPIRE', KEYS[i], ARGV[6])
+  elseif not holder then
+    if owner == nil then owner = is_owner(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) end
+    if owner then redis.call('SET', KEYS[i], ARGV[5], 'PX', ARGV[6]) else ok = 0 end
   else
     ok = 0
   end

@@ -149,7 +149,10 @@ class Bench:
         if noop:
             args = [sys.executable, "-m", "bench.noop_executor", *common]
         else:
-            args = [sys.executable, "-m", "deploystream.cli.main", "executor", *common]
+            args = [
+                *(sys.executable, "-m", "deploystream.cli.main", "executor", *common),
+                "--allow-file-repos",  # the bench deploys file:// sample repos
+            ]
         proc = self._spawn(name, args, **env)
         self.wait_executor(name, proc)
         return proc

@@ -18,10 +18,12 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import redis.asyncio as aioredis
+from nacl.signing import SigningKey
 
 from bench.common import Bench, bench_world, median, rnd, run_sync_to_result
 from bench.overhead import bare_run
 from contracts import HostResult
+from deploystream.keys import Signer
 from deploystream.redact import Redactor
 from deploystream.redis_conn import connect
 from executor.publisher import EventPublisher, Fence
@@ -57,7 +59,7 @@ async def _fenced_publisher(r: aioredis.Redis, world: Bench, rid: str) -> EventP
     reply = await r.xreadgroup(group, "synthetic", {stream: ">"}, count=1)
     entry_id = reply[0][1][0][0].decode()
     fence = Fence(stream, entry_id, "synthetic", 1)
-    return EventPublisher(r, cfg, rid, fence=fence)
+    return EventPublisher(r, cfg, rid, fence=fence, signer=Signer(SigningKey.generate()))
 
 
 async def _synthetic(world: Bench, n: int, *, from_thread: bool) -> float:

@@ -20,6 +20,7 @@ from contracts.events import (
     Result,
     Submitted,
     TaskStarted,
+    Unverified,
     Waiting,
 )
 from contracts.jobs import DeployJob, Job, ProvisionJob, Target, job_kind
@@ -49,6 +50,7 @@ __all__ = [
     "Submitted",
     "Target",
     "TaskStarted",
+    "Unverified",
     "Waiting",
     "check_job",
     "decode_control",

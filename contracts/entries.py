@@ -26,6 +26,9 @@ DEAD_LETTER_FIELDS = frozenset(
         b"source_id",
         b"executor",
         b"dead_at",
+        # The executor's proof that it wrote the dead letter (deploystream.proofs).
+        b"dead_sig",
+        b"dead_kid",
     }
 )
 

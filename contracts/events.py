@@ -4,7 +4,8 @@ A tagged union on ``type``. Every event carries ``request_id``, ``seq`` (1, 2, 3
 per attempt, gap-free; ``submitted`` is written by the orchestrator with seq 0),
 ``attempt`` and ``ts`` (when it was produced). ``ansible_event`` keeps the
 ansible-runner / AWX event name of translated events. ``result`` is the only
-terminal event.
+terminal event. ``unverified`` is never written to a stream: a reader puts it in
+place of an entry whose signature does not check (see :mod:`deploystream.proofs`).
 """
 
 from __future__ import annotations
@@ -156,6 +157,15 @@ class Result(_EventBase, tag="result"):
         return " ".join(p for p in (task, hosts) if p)
 
 
+class Unverified(_EventBase, tag="unverified"):
+    """A reader's note: the entry ``entry_id`` (claiming to be ``claimed``) failed
+    verification and was ignored. Shown to the operator, never acted upon."""
+
+    entry_id: str
+    claimed: str = ""
+    reason: str = ""
+
+
 Event = (
     Submitted
     | Accepted
@@ -168,4 +178,5 @@ Event = (
     | EventsCapped
     | CancelRequested
     | Result
+    | Unverified
 )

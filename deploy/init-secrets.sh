@@ -1,6 +1,6 @@
 #!/usr/bin/env sh
 # Create what compose.yaml mounts as secrets, once, on the host:
-#   deploy/secrets/{executor,orchestrator}.{key,pub}  (deployctl keys init)
+#   deploy/secrets/{executor,orchestrator,executor-sign}.{key,pub}  (deployctl keys init)
 #   deploy/secrets/ssh_key                            (executors' SSH key for remote hosts)
 # Existing files are kept. The directory is git-ignored.
 set -eu

@@ -18,23 +18,29 @@ from __future__ import annotations
 # generation(key) -> state, cancel: the state of the latest generation, reading back
 # at most 64 entries: 'empty' | 'submitted' | 'result' | 'running', or 'deep' when
 # those 64 entries are all of the latest generation (the caller pages further
-# itself), and the data of its latest cancel_requested ('' for none).
+# itself), and its cancel_requested entries, latest first, as {data, sig, kid}
+# (Lua cannot check a signature: the caller believes only a signed one), and for
+# 'result' the result entry as {data, sig, kid, n} (for the caller to verify).
 # request_state(key) -> the state alone, 'deep' read as 'running'.
 STATE_FN = """
 local function generation(key)
   local entries = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 64)
   local state = nil
-  local cancel = ''
+  local cancel = {}
   for _, e in ipairs(entries) do
     local f = e[2]
-    local t, d = nil, ''
+    local t, d, sig, kid, n = nil, '', '', '', ''
     for i = 1, #f, 2 do
-      if f[i] == 'type' then t = f[i + 1] elseif f[i] == 'data' then d = f[i + 1] end
+      if f[i] == 'type' then t = f[i + 1]
+      elseif f[i] == 'data' then d = f[i + 1]
+      elseif f[i] == 'sig' then sig = f[i + 1]
+      elseif f[i] == 'kid' then kid = f[i + 1]
+      elseif f[i] == 'n' then n = f[i + 1] end
     end
     if t == 'cancel_requested' then
-      if cancel == '' then cancel = d end
+      cancel[#cancel + 1] = {d, sig, kid}
     elseif state == nil and (t == 'result' or t == 'submitted') then
-      return t, cancel
+      return t, cancel, {d, sig, kid, n}
     elseif t == 'submitted' then
       return state, cancel
     else

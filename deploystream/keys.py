@@ -1,24 +1,40 @@
-"""Key material: executors' sealing key pair and the orchestrator's signing pair.
+"""Key material: executors' sealing pair, the orchestrator's and the executors' signing pairs.
 
 Secrets are sealed to the executors' public key (NaCl ``SealedBox``), so only an
-executor can read them. Job entries are signed by the orchestrator (Ed25519) over
-the target stream's name and the payload, so an entry cannot be forged, altered or
-moved to another stream.
+executor can read them. Job entries and cancels are signed by the orchestrator
+(Ed25519) over the target stream's name and the payload, so an entry cannot be
+forged, altered or moved to another stream. What executors write -- events, results,
+dead letters, presence -- is signed with the executors' own Ed25519 key (see
+:mod:`deploystream.proofs`), so the orchestrator's Redis credential cannot forge it.
 
-Files in a key directory (``deployctl keys init --dir DIR`` writes all four)::
+Files in a key directory (``deployctl keys init --dir DIR`` writes all six)::
 
-    executor.key      box private key      0600   executors only
-    executor.pub      box public key       0644   orchestrator side (and the platform)
-    orchestrator.key  signing private key  0600   orchestrator side only
-    orchestrator.pub  verify key           0644   executors
-    trusted.d/*.pub   more verify keys an executor accepts (key rotation, several
-                      orchestrators)
+    executor.key       box private key      0600   executors only
+    executor.pub       box public key       0644   orchestrator side (and the platform)
+    orchestrator.key   signing private key  0600   orchestrator side only
+    orchestrator.pub   verify key           0644   executors
+    executor-sign.key  signing private key  0600   executors only
+    executor-sign.pub  verify key           0644   orchestrator side, readers (tail, dlq)
+    trusted.d/*.pub    more orchestrator verify keys an executor accepts (key rotation,
+                       several orchestrators)
+    executors.d/*.pub  more executor verify keys the orchestrator side accepts (an
+                       executor, or a group of them, with an identity of its own)
 
 Each side needs only what it must hold:
 
-- orchestrator side (``deploy``, ``retry``, the orchestrator service):
-  ``orchestrator.key`` + ``executor.pub`` (:meth:`OrchestratorKeys.load`);
-- executor: ``executor.key`` + ``orchestrator.pub`` (:meth:`ExecutorKeys.load`).
+- orchestrator side (``deploy``, ``retry``, ``cancel``, the orchestrator service):
+  ``orchestrator.key`` + ``executor.pub`` + ``executor-sign.pub``
+  (:meth:`OrchestratorKeys.load`);
+- executor: ``executor.key`` + ``executor-sign.key`` + ``orchestrator.pub``
+  (:meth:`ExecutorKeys.load`);
+- a reader (``tail``, ``dlq list``, ``status``): the public halves (:meth:`Trust.load`).
+
+One executor identity is shared by default (one pair, made by ``keys init``): simple,
+and what a compose replica set needs. Executors that should not be able to speak for
+each other get pairs of their own (``keys init`` in a separate directory, its
+``executor-sign.pub`` copied into ``executors.d/NAME.pub`` on the orchestrator side);
+a reader then binds every event of an attempt to the key that signed its
+``accepted``, so one executor's key cannot finish another executor's run.
 
 One machine: the first ``deploy``/``executor`` finds an empty (or missing) key
 directory and creates both pairs there (:func:`ensure_local_keys`). Several machines:
@@ -34,7 +50,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nacl.exceptions import BadSignatureError, CryptoError
@@ -48,6 +64,9 @@ BOX_PUBLIC = "executor.pub"
 SIGN_PRIVATE = "orchestrator.key"
 SIGN_PUBLIC = "orchestrator.pub"
 TRUSTED_DIR = "trusted.d"  # extra orchestrator verify keys an executor accepts
+EXEC_SIGN_PRIVATE = "executor-sign.key"
+EXEC_SIGN_PUBLIC = "executor-sign.pub"
+EXECUTORS_DIR = "executors.d"  # extra executor verify keys the orchestrator side accepts
 
 
 def default_keys_dir() -> Path:
@@ -97,6 +116,11 @@ def _init_keys(directory: Path) -> list[Path]:
         _write(directory / SIGN_PRIVATE, _b64(bytes(signing)), 0o600)
         _write(directory / SIGN_PUBLIC, _b64(bytes(signing.verify_key)), 0o644)
         created += [directory / SIGN_PRIVATE, directory / SIGN_PUBLIC]
+    if not (directory / EXEC_SIGN_PRIVATE).exists() and not (directory / EXEC_SIGN_PUBLIC).exists():
+        signing = SigningKey.generate()
+        _write(directory / EXEC_SIGN_PRIVATE, _b64(bytes(signing)), 0o600)
+        _write(directory / EXEC_SIGN_PUBLIC, _b64(bytes(signing.verify_key)), 0o644)
+        created += [directory / EXEC_SIGN_PRIVATE, directory / EXEC_SIGN_PUBLIC]
     return created
 
 
@@ -116,23 +140,113 @@ def _read(path: Path) -> bytes:
     return raw
 
 
+def _verify_keys(
+    directory: Path, main: str, extra_dir: str, first: VerifyKey | None = None
+) -> dict[str, VerifyKey]:
+    """``main`` (if there) plus ``extra_dir/*.pub``, by key id."""
+    found: dict[str, VerifyKey] = {}
+    if first is not None:
+        found[key_id(first)] = first
+    candidates = [directory / main]
+    extra = directory / extra_dir
+    if extra.is_dir():
+        candidates += sorted(extra.glob("*.pub"))
+    for path in candidates:
+        if path.exists():
+            vk = VerifyKey(_read(path))
+            found[key_id(vk)] = vk
+    return found
+
+
+def _check(
+    keys: dict[str, VerifyKey], signed: bytes, signature: bytes | str, kid: bytes | str
+) -> str:
+    """The key id that made ``signature`` over ``signed``; raise :class:`KeyMaterialError`."""
+    sig = signature.decode("ascii", "replace") if isinstance(signature, bytes) else signature
+    k = kid.decode("ascii", "replace") if isinstance(kid, bytes) else kid
+    if not sig or not k:
+        raise KeyMaterialError("unsigned")
+    vk = keys.get(k)
+    if vk is None:
+        shown = k if len(k) <= 32 else k[:32] + "…"  # attacker-controlled: keep it short
+        raise KeyMaterialError(f"signed by unknown key {shown!r}")
+    try:
+        vk.verify(signed, base64.b64decode(sig, validate=True))
+    except (BadSignatureError, ValueError) as exc:
+        raise KeyMaterialError("bad signature (forged, altered or moved)") from exc
+    return k
+
+
+@dataclass(frozen=True)
+class Signer:
+    """One Ed25519 signing key, with its id (what a verifier looks it up by)."""
+
+    key: SigningKey
+
+    @property
+    def kid(self) -> str:
+        return key_id(self.key.verify_key)
+
+    def sign(self, message: bytes) -> str:
+        return _b64(self.key.sign(message).signature)
+
+
+@dataclass(frozen=True)
+class Trust:
+    """The verify keys a reader believes: executors' (events, results, dead letters,
+    presence) and orchestrators' (cancels). Public halves only."""
+
+    executors: dict[str, VerifyKey]
+    orchestrators: dict[str, VerifyKey]
+
+    @classmethod
+    def load(cls, directory: Path, orchestrator: VerifyKey | None = None) -> Trust:
+        executors = _verify_keys(directory, EXEC_SIGN_PUBLIC, EXECUTORS_DIR)
+        if not executors:
+            _read(directory / EXEC_SIGN_PUBLIC)  # raises, naming the missing file
+        if orchestrator is None and (directory / SIGN_PRIVATE).exists():
+            orchestrator = SigningKey(_read(directory / SIGN_PRIVATE)).verify_key
+        orchestrators = _verify_keys(directory, SIGN_PUBLIC, TRUSTED_DIR, orchestrator)
+        return cls(executors=executors, orchestrators=orchestrators)
+
+    @classmethod
+    def empty(cls) -> Trust:
+        """Believes nothing: every signed claim reads as unverified."""
+        return cls(executors={}, orchestrators={})
+
+    def executor_signed(self, signed: bytes, signature: bytes | str, kid: bytes | str) -> str:
+        """The executor key id that signed ``signed``; raise :class:`KeyMaterialError`."""
+        return _check(self.executors, signed, signature, kid)
+
+    def orchestrator_signed(self, signed: bytes, signature: bytes | str, kid: bytes | str) -> str:
+        return _check(self.orchestrators, signed, signature, kid)
+
+
 @dataclass(frozen=True)
 class OrchestratorKeys:
-    """What the orchestrator side holds: the signing key and the executors' public key."""
+    """What the orchestrator side holds: the signing key, the executors' public key,
+    and the executors' verify keys."""
 
     signing: SigningKey
     executor_public: PublicKey
+    trust: Trust = field(default_factory=Trust.empty)
 
     @classmethod
     def load(cls, directory: Path) -> OrchestratorKeys:
+        signing = SigningKey(_read(directory / SIGN_PRIVATE))
         return cls(
-            signing=SigningKey(_read(directory / SIGN_PRIVATE)),
+            signing=signing,
             executor_public=PublicKey(_read(directory / BOX_PUBLIC)),
+            trust=Trust.load(directory, orchestrator=signing.verify_key),
         )
 
     @property
     def kid(self) -> str:
         return key_id(self.signing.verify_key)
+
+    @property
+    def signer(self) -> Signer:
+        return Signer(self.signing)
 
     def seal(self, plaintext: str) -> str:
         return _b64(SealedBox(self.executor_public).encrypt(plaintext.encode("utf-8")))
@@ -151,22 +265,22 @@ class ExecutorKeys:
 
     box: PrivateKey
     trusted: dict[str, VerifyKey]
+    # Signs what this executor writes (events, results, dead letters, presence).
+    signer: Signer
+    peers: Trust = field(default_factory=Trust.empty)
 
     @classmethod
     def load(cls, directory: Path) -> ExecutorKeys:
         box = PrivateKey(_read(directory / BOX_PRIVATE))
-        trusted: dict[str, VerifyKey] = {}
-        candidates = [directory / SIGN_PUBLIC]
-        extra = directory / TRUSTED_DIR
-        if extra.is_dir():
-            candidates += sorted(extra.glob("*.pub"))
-        for path in candidates:
-            if path.exists():
-                vk = VerifyKey(_read(path))
-                trusted[key_id(vk)] = vk
+        trusted = _verify_keys(directory, SIGN_PUBLIC, TRUSTED_DIR)
         if not trusted:
             raise KeyMaterialError(f"no orchestrator verify key in {directory}")
-        return cls(box=box, trusted=trusted)
+        signer = Signer(SigningKey(_read(directory / EXEC_SIGN_PRIVATE)))
+        # Whose results it believes before skipping a request as done: its own key, and
+        # with identities of their own, the other executors' (executors.d/*.pub).
+        own = signer.key.verify_key
+        peers = Trust(_verify_keys(directory, EXEC_SIGN_PUBLIC, EXECUTORS_DIR, own), {})
+        return cls(box=box, trusted=trusted, signer=signer, peers=peers)
 
     def open(self, sealed: str) -> str:
         try:
@@ -178,8 +292,14 @@ class ExecutorKeys:
             ) from exc
 
     def verify(self, stream: str, payload: bytes, signature: str, kid: str) -> None:
-        """Raise :class:`KeyMaterialError` with a precise reason unless the entry is genuine."""
+        """Raise :class:`KeyMaterialError` with a precise reason unless the entry (a job,
+        a cancel) is genuine: signed by a trusted orchestrator for this stream."""
         _verify(self.trusted, stream, payload, signature, kid)
+
+
+def signed_bytes(stream: str, payload: bytes) -> bytes:
+    """What the orchestrator signs for an entry of ``stream`` (a job, a cancel)."""
+    return _signed_bytes(stream, payload)
 
 
 def _signed_bytes(stream: str, payload: bytes) -> bytes:
@@ -191,18 +311,24 @@ def _verify(
 ) -> None:
     if not signature or not kid:
         raise KeyMaterialError("unsigned entry")
-    vk = trusted.get(kid)
-    if vk is None:
-        # The kid is attacker-controlled: keep the reason short.
-        shown = kid if len(kid) <= 32 else kid[:32] + "…"
-        raise KeyMaterialError(f"signed by unknown key {shown!r}")
     try:
-        vk.verify(_signed_bytes(stream, payload), base64.b64decode(signature, validate=True))
-    except (BadSignatureError, ValueError) as exc:
-        raise KeyMaterialError("bad signature (entry forged, altered or moved)") from exc
+        _check(trusted, _signed_bytes(stream, payload), signature, kid)
+    except KeyMaterialError as exc:
+        if "bad signature" in str(exc):
+            raise KeyMaterialError("bad signature (entry forged, altered or moved)") from exc
+        raise
 
 
-_KEY_FILES = (BOX_PRIVATE, BOX_PUBLIC, SIGN_PRIVATE, SIGN_PUBLIC, TRUSTED_DIR)
+_KEY_FILES = (
+    BOX_PRIVATE,
+    BOX_PUBLIC,
+    SIGN_PRIVATE,
+    SIGN_PUBLIC,
+    TRUSTED_DIR,
+    EXEC_SIGN_PRIVATE,
+    EXEC_SIGN_PUBLIC,
+    EXECUTORS_DIR,
+)
 
 
 def ensure_local_keys(directory: Path) -> list[Path]:
@@ -210,10 +336,18 @@ def ensure_local_keys(directory: Path) -> list[Path]:
 
     Only a directory with no key material at all is initialised. One that holds any
     key file was set up on purpose (possibly split across machines, possibly
-    read-only) and is left alone: loading then names whatever is missing.
+    read-only) and is left alone: loading then names whatever is missing. The one
+    exception: a one-machine directory made before executors signed (both private
+    halves there, no executor signing pair) gets that pair.
     """
     try:
         if any((directory / name).exists() for name in _KEY_FILES):
+            one_machine = all((directory / name).exists() for name in (BOX_PRIVATE, SIGN_PRIVATE))
+            executor_pair = (directory / EXEC_SIGN_PRIVATE).exists() or (
+                directory / EXEC_SIGN_PUBLIC
+            ).exists()
+            if one_machine and not executor_pair:
+                return init_keys(directory)
             return []
     except OSError:
         return []  # unreadable: loading reports it precisely

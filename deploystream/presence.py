@@ -31,7 +31,9 @@ from redis.exceptions import ResponseError
 
 from contracts import DeployJob, Job, RuleError, StreamsConfig
 from contracts.playbook_vars import Offers, PlaybookVars, decode_offers
-from deploystream.errors import BadInputError
+from deploystream.errors import BadInputError, KeyMaterialError
+from deploystream.keys import Trust
+from deploystream.proofs import verify_presence
 
 
 def presence_ttl_s(config: StreamsConfig) -> int:
@@ -92,9 +94,11 @@ class Presence:
         return max(0, self.concurrency - self.running)
 
 
-async def read_presence(redis: Redis, config: StreamsConfig) -> list[Presence]:
+async def read_presence(redis: Redis, config: StreamsConfig, trust: Trust) -> list[Presence]:
     """Every consumer of the executors' group whose presence hash exists (a dead
-    executor's expires). Found through the group, not a ``SCAN`` of the keyspace."""
+    executor's expires) and carries an executor's signature (one a Redis credential
+    made up offers nothing and takes no hand-over). Found through the group, not a
+    ``SCAN`` of the keyspace."""
     names: set[str] = set()
     for stream in config.job_streams:
         try:
@@ -117,6 +121,10 @@ async def read_presence(redis: Redis, config: StreamsConfig) -> list[Presence]:
     for i, name in enumerate(ordered):
         raw, left_ms = replies[2 * i], replies[2 * i + 1]
         if not raw:
+            continue
+        try:
+            verify_presence(trust, config.executor_key(name), raw)
+        except KeyMaterialError:
             continue
         age_s = max(0.0, (ttl_ms - int(left_ms)) / 1000) if int(left_ms) >= 0 else 0.0
         out.append(Presence.of(name, raw, age_s))
@@ -145,8 +153,8 @@ class LiveOffers:
     executors: tuple[Presence, ...]
 
     @classmethod
-    async def read(cls, redis: Redis, config: StreamsConfig) -> LiveOffers:
-        return cls(tuple(await read_presence(redis, config)))
+    async def read(cls, redis: Redis, config: StreamsConfig, trust: Trust) -> LiveOffers:
+        return cls(tuple(await read_presence(redis, config, trust)))
 
     def playbooks(self) -> set[str]:
         return {p for e in self.executors for p in e.playbooks}

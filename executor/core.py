@@ -64,7 +64,7 @@ class ExecutorCore:
         self.group = config.groups.executors
         self.lua = Lua(redis)
         self.lock_scripts = LockScripts(redis)
-        self.handover = Handover(redis, config, self.name)
+        self.handover = Handover(redis, config, self.name, keys.peers)
         self._owned: dict[tuple[str, str], Owned] = {}
         self._slots = anyio.Semaphore(config.executor.concurrency)
         self._capacity = anyio.Event()

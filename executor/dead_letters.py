@@ -3,7 +3,10 @@
 An entry past ``max-deliveries``, or one that fails intake, moves to the dead-letter
 stream in one fenced step (scripts.DEAD_LETTER): copied with the reason, delivery
 count and attempt, ACKed, and -- per mode -- an ``error`` or ``rejected`` result
-published. Oversized fields are kept as a fingerprint, not copied.
+published. Oversized fields are kept as a fingerprint, not copied. The dead letter
+ends with the executor's signature over its stream and fields
+(:func:`deploystream.proofs.sign_dead_letter`): ``dlq list`` shows, and ``dlq replay``
+refuses, one no executor wrote; the result is signed like any other.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 from contracts import Result, encode
 from contracts.codec import MAX_JOB_BYTES
 from contracts.entries import DEAD_LETTER_FIELDS
+from deploystream.proofs import sign_batch, sign_dead_letter
 from deploystream.retry import redis_call
 from executor.core import ExecutorCore
 from executor.ownership import Owned
@@ -67,6 +71,7 @@ class DeadLetters(ExecutorCore):
             str(time.time()).encode(),
         ]
         dead_key = cfg.dead_key(owned.stream)
+        dead += sign_dead_letter(self.keys.signer, dead_key, dead)
         result = b""
         if request_id is None:
             mode = "none"
@@ -91,6 +96,7 @@ class DeadLetters(ExecutorCore):
             cfg.retention.events_ttl_s,
             mode,
             result,
+            *sign_batch(self.keys.signer, events_key, [result]),
             *dead,
         ]
         done = await redis_call(

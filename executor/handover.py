@@ -41,6 +41,7 @@ import structlog
 from redis.asyncio import Redis
 
 from contracts import StreamsConfig
+from deploystream.keys import Trust
 from deploystream.leases import FENCE_FN
 from deploystream.presence import LiveOffers, presence_period_s, presence_ttl_s
 from deploystream.retry import redis_call
@@ -86,10 +87,11 @@ class Note:
 class Handover:
     """Give entries to executors that have their playbook; receive those given to us."""
 
-    def __init__(self, redis: Redis, config: StreamsConfig, name: str) -> None:
+    def __init__(self, redis: Redis, config: StreamsConfig, name: str, peers: Trust) -> None:
         self.redis = redis
         self.config = config
         self.name = name
+        self.peers = peers  # whose presence counts: a made-up one takes no hand-over
         self.group = config.groups.executors
         self._script = redis.register_script(HANDOVER)
         self._inboxes = {config.handover_key(s, name): s for s in config.job_streams}
@@ -99,7 +101,7 @@ class Handover:
     ) -> str | None:
         """Hand ``owned`` to a live executor offering ``playbook``: its name, or None
         when there is none (or we no longer own the entry: then ``owned.lost``)."""
-        offers = await redis_call(lambda: LiveOffers.read(self.redis, self.config))
+        offers = await redis_call(lambda: LiveOffers.read(self.redis, self.config, self.peers))
         fresh_s = 2 * presence_period_s(self.config) + 1
         # The inbox outlives a target that dies with notes in it only briefly.
         ttl = presence_ttl_s(self.config) + self.config.executor.lease_ms // 1000

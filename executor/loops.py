@@ -26,7 +26,9 @@ from redis.exceptions import ResponseError
 from contracts import decode_control
 from contracts.codec import DecodeError
 from contracts.playbook_vars import encode_offers
+from deploystream.errors import KeyMaterialError
 from deploystream.presence import presence_period_s, presence_ttl_s
+from deploystream.proofs import sign_presence
 from executor.core import ExecutorCore
 from executor.handover import Note
 from executor.ownership import Owned
@@ -192,8 +194,20 @@ class BackgroundLoops(ExecutorCore):
             for _, entries in reply or []:
                 for entry_id, fields in entries:
                     last = entry_id.decode()
+                    data = fields.get(b"data", b"")
                     try:
-                        cmd = decode_control(fields.get(b"data", b""))
+                        # Only a trusted orchestrator's signature for this stream
+                        # makes it a cancel: a Redis credential alone cannot cancel.
+                        self.keys.verify(
+                            stream,
+                            data,
+                            fields.get(b"sig", b"").decode("ascii", "replace"),
+                            fields.get(b"kid", b"").decode("ascii", "replace"),
+                        )
+                        cmd = decode_control(data)
+                    except KeyMaterialError as exc:
+                        self.log.warning("cancel.unverified", entry=last, reason=str(exc))
+                        continue
                     except DecodeError:
                         continue
                     for o in self._owned.values():
@@ -212,25 +226,26 @@ class BackgroundLoops(ExecutorCore):
         while True:
             try:
                 await self.clock.sync(self.redis)
+                fields = {
+                    "name": self.name,
+                    "host": socket.gethostname(),
+                    "pid": str(os.getpid()),
+                    "state": "stopping" if self._stopping.is_set() else "running",
+                    "concurrency": str(self.config.executor.concurrency),
+                    "running": str(len(self._owned)),
+                    "requests": ",".join(
+                        o.request_id for o in self._owned.values() if o.request_id
+                    ),
+                    "completed": str(self.completed),
+                    "seen": repr(self.clock.now()),  # Redis's clock: status compares it
+                    "playbooks": ",".join(self.settings.playbook_names()),
+                    # Whether it clones file:// repos (the CLI refuses them otherwise).
+                    "file_repos": str(int(self.settings.allow_file_repos)),
+                    "vars": offers.decode(),
+                }
+                # Signed, so `status` shows no executor a Redis credential made up.
                 await self.redis.hset(  # type: ignore[misc]
-                    key,
-                    mapping={
-                        "name": self.name,
-                        "host": socket.gethostname(),
-                        "pid": os.getpid(),
-                        "state": "stopping" if self._stopping.is_set() else "running",
-                        "concurrency": self.config.executor.concurrency,
-                        "running": len(self._owned),
-                        "requests": ",".join(
-                            o.request_id for o in self._owned.values() if o.request_id
-                        ),
-                        "completed": self.completed,
-                        "seen": self.clock.now(),  # Redis's clock: status compares it
-                        "playbooks": ",".join(self.settings.playbook_names()),
-                        # Whether it clones file:// repos (the CLI refuses them otherwise).
-                        "file_repos": int(self.settings.allow_file_repos),
-                        "vars": offers,
-                    },
+                    key, mapping=sign_presence(self.keys.signer, key, fields)
                 )
                 await self.redis.expire(key, ttl)
             except Exception as exc:

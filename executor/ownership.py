@@ -9,23 +9,27 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
 
+import structlog
 from redis.asyncio import Redis
 
-from contracts import decode_event
+from contracts import CancelRequested, decode_event
 from contracts.codec import DecodeError
 from contracts.entries import ATTEMPT_BASE
+from deploystream.errors import KeyMaterialError
+from deploystream.keys import ExecutorKeys
+from deploystream.proofs import genuine_result
 from deploystream.retry import redis_call
 from executor.publisher import EventPublisher, Fence
 
 if TYPE_CHECKING:
     from executor.job_lock import JobLock
+log = structlog.get_logger(__name__)
 
 _STATE_PAGE_FIRST = 16
 _STATE_PAGE_MAX = 1000
@@ -75,28 +79,47 @@ class RequestState:
         return self.kind == "result"
 
     @classmethod
-    def of(cls, kind: str, cancel_data: bytes | None) -> RequestState:
-        """From the state and the latest ``cancel_requested`` event's data (if any)."""
-        by = None
-        if cancel_data is not None:
-            with contextlib.suppress(DecodeError):
-                by = getattr(decode_event(cancel_data), "by", None)
-        return cls(kind, canceled=cancel_data is not None, canceled_by=by)
+    def of(
+        cls, kind: str, cancels: list[list[bytes]], keys: ExecutorKeys, events_key: str
+    ) -> RequestState:
+        """From the state and the generation's ``cancel_requested`` entries as
+        ``[data, sig, kid]``, latest first: only one a trusted orchestrator signed
+        for this request counts (a Redis credential alone cannot cancel)."""
+        for data, sig, kid in cancels:
+            try:
+                keys.verify(events_key, data, sig.decode(), kid.decode())
+                event = decode_event(data)
+            except (KeyMaterialError, DecodeError, UnicodeDecodeError) as exc:
+                log.warning("cancel.unverified", key=events_key, reason=str(exc))
+                continue
+            if isinstance(event, CancelRequested):
+                return cls(kind, canceled=True, canceled_by=event.by)
+        return cls(kind)
 
 
-async def read_request_state(redis: Redis, key: str) -> RequestState:
+def _genuine(keys: ExecutorKeys, key: str, fields: dict[bytes, bytes]) -> bool:
+    entry = [fields.get(name, b"") for name in (b"data", b"sig", b"kid", b"n")]
+    return genuine_result(keys.peers, key, entry) is not None
+
+
+async def read_request_state(redis: Redis, key: str, keys: ExecutorKeys) -> RequestState:
     """Read the request's stream backwards to its latest ``submitted`` event."""
     top = "+"
     page = _STATE_PAGE_FIRST
     first: bytes | None = None
-    cancel_data: bytes | None = None
+    cancels: list[list[bytes]] = []
     while True:
         entries = await redis_call(partial(redis.xrevrange, key, max=top, min="-", count=page))
         for _, fields in entries:
             etype = fields.get(b"type", b"")
             if etype == b"cancel_requested":
-                cancel_data = cancel_data or fields.get(b"data", b"")
+                cancels.append(
+                    [fields.get(b"data", b""), fields.get(b"sig", b""), fields.get(b"kid", b"")]
+                )
                 continue
+            if etype == b"result" and not _genuine(keys, key, fields):
+                log.warning("result.unverified", key=key)
+                continue  # planted with a Redis credential: not this request's end
             if first is None:
                 first = etype
                 if etype == b"result":
@@ -110,4 +133,4 @@ async def read_request_state(redis: Redis, key: str) -> RequestState:
                 continue
         break
     kind = {None: "empty", b"submitted": "submitted"}.get(first, "running")
-    return RequestState.of(kind, cancel_data)
+    return RequestState.of(kind, cancels, keys, key)

@@ -33,9 +33,25 @@ local function watermark(key, attempt)
 end
 """
 
+# Appends the triple at ARGV[i] to the events stream (KEYS[2]); the triples start at
+# ARGV[first]. The batch's last entry carries its size and the executor's signature
+# over it (ARGV[7], ARGV[8]; see deploystream.proofs).
+_APPEND_FN = """
+local function append(i, first)
+  if i + 2 == #ARGV then
+    redis.call('XADD', KEYS[2], '*',
+               'type', ARGV[i], 'seq', ARGV[i + 1], 'data', ARGV[i + 2],
+               'n', (#ARGV - first + 1) / 3, 'sig', ARGV[7], 'kid', ARGV[8])
+  else
+    redis.call('XADD', KEYS[2], '*',
+               'type', ARGV[i], 'seq', ARGV[i + 1], 'data', ARGV[i + 2])
+  end
+end
+"""
+
 # KEYS[1] job stream, KEYS[2] events stream, KEYS[3] publish watermark.
 # ARGV group, entry id, consumer, delivery, watermark ttl, attempt,
-#      then (type, seq, data) triples in seq order.
+#      batch signature, key id, then (type, seq, data) triples in seq order.
 # Event streams are never trimmed (a late reader replays a request from its
 # ``submitted``): the executor caps what one attempt publishes instead
 # (retention.request-max-events, see executor.publisher).
@@ -46,14 +62,14 @@ end
 PUBLISH = (
     _FENCE_FN
     + _WATERMARK_FN
+    + _APPEND_FN
     + """
 if not is_owner(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return -1 end
 local top = watermark(KEYS[3], ARGV[6])
-for i = 7, #ARGV, 3 do
+for i = 9, #ARGV, 3 do
   local seq = tonumber(ARGV[i + 1])
   if seq > top then
-    redis.call('XADD', KEYS[2], '*',
-               'type', ARGV[i], 'seq', ARGV[i + 1], 'data', ARGV[i + 2])
+    append(i, 9)
     top = seq
   end
 end
@@ -87,40 +103,39 @@ end
 # KEYS[1] job stream, KEYS[2] events stream, KEYS[3] publish watermark, KEYS[4] the
 # job's consumed-job record (executor.freshness).
 # ARGV group, entry id, consumer, delivery, watermark ttl, attempt,
-#      expires_at, record hold (s), clock skew (s),
+#      batch signature, key id, expires_at, record hold (s), clock skew (s),
 #      then (type, seq, data) triples: the attempt's opening events (seq 1, 2, ...).
 # Starts an attempt in one round trip: fenced, it reads the state of the request's
 # latest generation and, unless that has a result already, checks and writes the
 # consumed-job record, writes the opening events and sets the watermark (as PUBLISH
 # would). Returns {state, detail}: 'lost' (not the owner: nothing done), 'result' (a
-# duplicate: the entry is acked, nothing written), 'replayed' (another entry of this
-# signed job was consumed: nothing written; detail names it), 'expired' (past its
-# signed expiry on Redis's clock: nothing written; detail = seconds past), 'deep'
+# duplicate if the result entry, returned third as {data, sig, kid, n}, verifies:
+# the caller acks; nothing written), 'replayed' (another entry of this signed job
+# was consumed: nothing written; detail names it), 'expired' (past its signed
+# expiry on Redis's clock: nothing written; detail = seconds past), 'deep'
 # (undecided within 64 entries: nothing written; the caller reads further, then
 # checks the record with CONSUME and publishes the usual way), else the state
-# before the events were written ('empty' | 'submitted' | 'running') and the latest
-# cancel_requested data.
+# before the events were written ('empty' | 'submitted' | 'running'). Except for
+# 'replayed' and 'expired', detail is every cancel_requested of the generation as
+# {data, sig, kid} (Lua cannot check a signature: the caller verifies them).
 START = (
     _FENCE_FN
     + _WATERMARK_FN
+    + _APPEND_FN
     + STATE_FN
     + _CONSUME_FN
     + """
-if not is_owner(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return {'lost', ''} end
-local state, cancel = generation(KEYS[2])
-if state == 'result' then
-  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-  return {state, cancel}
-end
+if not is_owner(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return {'lost', {}} end
+local state, cancel, last = generation(KEYS[2])
+if state == 'result' then return {state, cancel, last} end
 if state == 'deep' then return {state, cancel} end
-local refused = consume(KEYS[4], KEYS[1] .. ' ' .. ARGV[2], ARGV[7], ARGV[8], ARGV[9])
+local refused = consume(KEYS[4], KEYS[1] .. ' ' .. ARGV[2], ARGV[9], ARGV[10], ARGV[11])
 if refused then return refused end
 local top = watermark(KEYS[3], ARGV[6])
-for i = 10, #ARGV, 3 do
+for i = 12, #ARGV, 3 do
   local seq = tonumber(ARGV[i + 1])
   if seq > top then  -- a retry whose first reply was lost writes nothing twice
-    redis.call('XADD', KEYS[2], '*',
-               'type', ARGV[i], 'seq', ARGV[i + 1], 'data', ARGV[i + 2])
+    append(i, 12)
     top = seq
   end
 end
@@ -145,11 +160,16 @@ return {'ok', ''}
 )
 
 # KEYS[1] job stream, KEYS[2] events stream, KEYS[3] publish watermark.
-# ARGV group, entry id, consumer, delivery, events ttl, seq, data.
+# ARGV group, entry id, consumer, delivery, events ttl, seq, data,
+#      signature, key id (a batch of one: see deploystream.proofs), mode.
+# mode 'check': a result already there is returned for the caller to verify (3,
+# nothing done); 'ack': it verified -- ack only (2); 'publish': it did not (written
+# with a Redis credential, not by an executor) -- publish ours anyway (1).
 # Publish the terminal result and XACK in one step, only while we own the entry.
-# Returns 1 published + acked, 2 acked only (the request already had a result:
-# never a second one), 0 not the owner (nothing done). A retry of a FINISH whose
-# reply was lost finds the entry acked and the result there, and returns 2.
+# Returns {1} published + acked, {2} acked only (the request already had a result:
+# never a second one), {0} not the owner (nothing done), or {3, result entry}. A
+# retry of a FINISH whose reply was lost finds the entry acked and the result
+# there, and returns {2}.
 FINISH = (
     _FENCE_FN
     + STATE_FN
@@ -157,27 +177,33 @@ FINISH = (
 if not is_owner(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then
   local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
   if type(p) == 'table' and not p.err and #p == 0 and request_state(KEYS[2]) == 'result' then
-    return 2
+    return {2}
   end
-  return 0
+  return {0}
 end
 local status = 1
-if request_state(KEYS[2]) == 'result' then
+local state, _, last = generation(KEYS[2])
+if state == 'result' and ARGV[10] == 'check' then
+  return {3, last[1], last[2], last[3], last[4]}
+end
+if state == 'result' and ARGV[10] ~= 'publish' then
   status = 2
 else
-  redis.call('XADD', KEYS[2], '*', 'type', 'result', 'seq', ARGV[6], 'data', ARGV[7])
+  redis.call('XADD', KEYS[2], '*', 'type', 'result', 'seq', ARGV[6], 'data', ARGV[7],
+             'n', 1, 'sig', ARGV[8], 'kid', ARGV[9])
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('EXPIRE', KEYS[3], ARGV[5])
-return status
+return {status}
 """
 )
 
 # KEYS[1] job stream, KEYS[2] dead-letter stream, KEYS[3] events stream (may be a
 # placeholder when no request id is readable).
 # ARGV group, entry id, consumer, delivery, dead maxlen, events ttl,
-#      mode, result data, then the dead entry's fields as name/value pairs.
+#      mode, result data, result signature, key id, then the dead entry's fields as
+#      name/value pairs (ending with the executor's proof over them).
 # mode: 'none' publish no result; 'error' publish it unless the request already has
 # one; 'rejected' publish it only if no executor has run this generation yet (a
 # forged entry naming someone else's live request must not end that request).
@@ -188,7 +214,7 @@ DEAD_LETTER = (
     + """
 if not is_owner(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return 0 end
 local fields = {}
-for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 11, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', unpack(fields))
 local published = 1
 if ARGV[7] ~= 'none' then
@@ -197,7 +223,8 @@ if ARGV[7] ~= 'none' then
   if ARGV[7] == 'error' then ok = state ~= 'result' end
   if ARGV[7] == 'rejected' then ok = state == 'empty' or state == 'submitted' end
   if ok then
-    redis.call('XADD', KEYS[3], '*', 'type', 'result', 'seq', 1, 'data', ARGV[8])
+    redis.call('XADD', KEYS[3], '*', 'type', 'result', 'seq', 1, 'data', ARGV[8],
+               'n', 1, 'sig', ARGV[9], 'kid', ARGV[10])
     redis.call('EXPIRE', KEYS[3], ARGV[6])
     published = 2
   end

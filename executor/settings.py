@@ -38,7 +38,8 @@ class ExecutorSettings:
     ssh_key_path: Path | None = None
     # Host keys of remote hosts, checked strictly (executor/ssh.py).
     known_hosts: Path = field(default_factory=default_known_hosts)
-    allow_file_repos: bool = True
+    # file:// repos read the executor's own disk: opt-in (deployctl executor --allow-file-repos).
+    allow_file_repos: bool = False
     python: str = sys.executable
     metrics_port: int | None = None
     # A service deployed to localhost runs as a user of its own, which only root can

@@ -296,6 +296,8 @@ class Executor(BackgroundLoops, DeadLetters, PlaybookRun):
             self.config,
             job.request_id,
             fence=owned.fence(self.name),
+            signer=self.keys.signer,
+            peers=self.keys.peers,
             attempt=attempt_no,
             lua=self.lua,
             hold_ttl_s=self.config.retention.events_ttl_s + job.timeout_s,
@@ -330,32 +332,36 @@ class Executor(BackgroundLoops, DeadLetters, PlaybookRun):
             )
         )
         consumption = Consumption.of(self.config, job, verdict.digest)
-        started, cancel_data = await publisher.start(opening, consumption)
+        started, detail = await publisher.start(opening, consumption)
         if started == "lost":
             bound.warning("job.released", lost=True, at="start")
             return
-        if started == "result":  # START has acked it
-            bound.info("job.duplicate", entry=owned.entry_id)
+        if started == "result":  # an executor's result is there: a duplicate
+            await self._ack_duplicate(owned, bound)
             return
         if started in (REPLAYED, EXPIRED):  # refused: never runs
-            await self._refuse(owned, fields, job, started, cancel_data, attempt_no)
+            await self._refuse(owned, fields, job, started, detail, attempt_no)
             return
         if started == "deep":  # a long generation: page through it, then publish
-            state = await read_request_state(self.redis, self.config.events_key(job.request_id))
+            state = await read_request_state(
+                self.redis, self.config.events_key(job.request_id), self.keys
+            )
             if state.terminal:
                 await self._ack_duplicate(owned, bound)
                 return
-            started, cancel_data = await publisher.consume(consumption)
+            started, why = await publisher.consume(consumption)
             if started == "lost":
                 bound.warning("job.released", lost=True, at="start")
                 return
             if started in (REPLAYED, EXPIRED):
-                await self._refuse(owned, fields, job, started, cancel_data, attempt_no)
+                await self._refuse(owned, fields, job, started, why, attempt_no)
                 return
             for event in opening:
                 publisher.emit(event)
         else:
-            state = RequestState.of(started, cancel_data or None)
+            state = RequestState.of(
+                started, detail, self.keys, self.config.events_key(job.request_id)
+            )
         if reclaimed_from is not None:
             self.metrics.reclaimed()
         elif attempt_no == 1:
@@ -460,7 +466,9 @@ class Executor(BackgroundLoops, DeadLetters, PlaybookRun):
     async def _too_many_deliveries(
         self, owned: Owned, fields: dict[bytes, bytes], job: Job, attempt_no: int
     ) -> None:
-        state = await read_request_state(self.redis, self.config.events_key(job.request_id))
+        state = await read_request_state(
+            self.redis, self.config.events_key(job.request_id), self.keys
+        )
         if state.terminal:
             await self._ack_duplicate(owned, self.log.bind(request_id=job.request_id))
             return

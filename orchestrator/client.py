@@ -34,6 +34,7 @@ from contracts import (
     Result,
     StreamsConfig,
     Submitted,
+    Unverified,
     decode_event,
     decode_job,
     encode,
@@ -54,8 +55,17 @@ from deploystream.errors import (
     StreamVanishedError,
 )
 from deploystream.generations import STATE_FN
-from deploystream.keys import OrchestratorKeys
+from deploystream.keys import OrchestratorKeys, Trust
 from deploystream.presence import LiveOffers
+from deploystream.proofs import (
+    COUNT,
+    KID,
+    SIG,
+    Entry,
+    EventVerifier,
+    genuine_result,
+    verify_dead_letter,
+)
 from deploystream.redis_clock import redis_time
 from deploystream.retry import redis_call
 
@@ -84,7 +94,8 @@ if ARGV[9] == '1' then
     if string.sub(existing, space + 1) ~= ARGV[10] then return {owner, 0} end
     return {owner, 1}
   end
-  redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[10], 'EX', ARGV[2])
+  -- SETEX: the orchestrator's ACL allows no SET here, so no key without a TTL
+  redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1] .. ' ' .. ARGV[10])
   i = 1
 end
 redis.call('XADD', KEYS[i + 1], '*', 'type', 'submitted', 'seq', 0, 'data', ARGV[3])
@@ -120,7 +131,8 @@ def parameters_digest(job: Job) -> str:
 _canonical = msgspec.json.Encoder(order="sorted")
 
 
-# KEYS[1] events key. ARGV[1] the cancel_requested entry's data.
+# KEYS[1] events key. ARGV[1] the cancel_requested entry's data, ARGV[2] its
+# signature, ARGV[3] the key id (executors believe only a signed cancel).
 # Returns 1 written, 0 the request already has a result, -1 no such request.
 _CANCEL = (
     STATE_FN
@@ -128,7 +140,8 @@ _CANCEL = (
 local state = request_state(KEYS[1])
 if state == 'result' then return 0 end
 if state == 'empty' and redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-redis.call('XADD', KEYS[1], '*', 'type', 'cancel_requested', 'seq', 0, 'data', ARGV[1])
+redis.call('XADD', KEYS[1], '*', 'type', 'cancel_requested', 'seq', 0, 'data', ARGV[1],
+           'sig', ARGV[2], 'kid', ARGV[3])
 return 1
 """
 )
@@ -221,6 +234,14 @@ class DeadLetter:
         except (DecodeError, ValueError):
             return None
 
+    def proof(self, trust: Trust) -> str | None:
+        """Why this dead letter cannot be shown to come from an executor (None: it can)."""
+        try:
+            verify_dead_letter(trust, self.stream, self.fields)
+        except KeyMaterialError as exc:
+            return str(exc)
+        return None
+
     def as_dict(self) -> dict[str, object]:
         job = self.job()
         return {
@@ -251,6 +272,7 @@ class StreamClient:
         *,
         name: str = "deployctl",
         wait_on_oom: bool = True,
+        trust: Trust | None = None,
     ) -> None:
         self.redis = redis
         self.config = config
@@ -258,6 +280,11 @@ class StreamClient:
         self.name = name
         # A service waits out a full Redis; a one-shot command says so and exits 3.
         self.wait_on_oom = wait_on_oom
+        # Whose signatures a read believes; with neither keys nor trust, nobody's:
+        # every executor event then reads as unverified.
+        if trust is None:
+            trust = keys.trust if keys is not None else Trust.empty()
+        self.trust = trust
         self._submit_script = redis.register_script(_SUBMIT)
         self._cancel_script = redis.register_script(_CANCEL)
         self._offers: tuple[float, LiveOffers] | None = None
@@ -267,7 +294,10 @@ class StreamClient:
         once a second."""
         now = time.monotonic()
         if self._offers is None or now - self._offers[0] > _OFFERS_MAX_AGE_S:
-            self._offers = (now, await redis_call(lambda: LiveOffers.read(self.redis, self.config)))
+            self._offers = (
+                now,
+                await redis_call(lambda: LiveOffers.read(self.redis, self.config, self.trust)),
+            )
         return self._offers[1]
 
     async def submit(self, job: Job) -> str:
@@ -373,12 +403,17 @@ class StreamClient:
         otherwise). A stream that disappears while followed (TTL, eviction) raises
         :class:`StreamVanishedError` within one blocking read (5 s) instead of
         waiting forever: XREAD on a missing key blocks until its timeout every time.
+
+        Only signed events are believed (:class:`deploystream.proofs.EventVerifier`):
+        one that does not verify is yielded as an :class:`~contracts.Unverified`
+        note in its place, counts for nothing, and never ends the tail.
         """
         key = self.config.events_key(request_id)
         last = after
         seen: dict[int, int] = {}
         strict = after in ("0", "0-0")
         opened = not strict
+        verifier = EventVerifier(self.trust, request_id, key, partial(self._entries_before, key))
         while True:
             reply = await redis_call(
                 partial(self.redis.xread, {key: last}, block=5000, count=_READ_COUNT)
@@ -389,13 +424,22 @@ class StreamClient:
                     "Redis evicted it) before its result"
                 )
             for _, entries in reply or []:
-                for n, (entry_id_b, fields) in enumerate(entries, 1):
-                    entry_id = entry_id_b.decode()
-                    last = entry_id
-                    try:
-                        event = decode_event(fields.get(b"data", b""))
-                    except DecodeError as exc:
-                        log.error("event.undecodable", request_id=request_id, error=str(exc))
+                checked: list[tuple[str, Event]] = []
+                for entry_id_b, fields in entries:
+                    last = entry_id_b.decode()
+                    checked += await verifier.add(last, fields)
+                if len(entries) < _READ_COUNT:  # everything there was: no batch is cut
+                    checked += verifier.settle()
+                for n, (entry_id, event) in enumerate(checked, 1):
+                    if isinstance(event, Unverified):
+                        log.warning(
+                            "event.unverified",
+                            request_id=request_id,
+                            entry=entry_id,
+                            claimed=event.claimed,
+                            reason=event.reason,
+                        )
+                        yield entry_id, event
                         continue
                     if not opened:
                         # (A forged entry's ``rejected`` result may stand alone.)
@@ -432,10 +476,17 @@ class StreamClient:
                         # The last word unless a later ``submitted`` (a replay) follows.
                         # A reply shorter than a full read held everything there was:
                         # nothing follows the result, so no second look is needed.
-                        if n == len(entries) and len(entries) < _READ_COUNT:
+                        if n == len(checked) and len(entries) < _READ_COUNT:
                             return
                         if not await self._superseded(key, entry_id):
                             return
+
+    async def _entries_before(self, key: str, entry_id: str, count: int) -> list[Entry]:
+        """Up to ``count`` entries just before ``entry_id``, oldest first."""
+        found = await redis_call(
+            lambda: self.redis.xrevrange(key, max=f"({entry_id}", min="-", count=count)
+        )
+        return [(eid.decode(), dict(fields)) for eid, fields in reversed(found)]
 
     async def _superseded(self, key: str, result_id: str) -> bool:
         """A ``submitted`` after this result: the request was replayed (new generation)."""
@@ -455,16 +506,27 @@ class StreamClient:
         return event if isinstance(event, Submitted) else None
 
     async def last_result(self, request_id: str) -> Result | None:
-        """The terminal result of the request's latest generation, if it has one."""
-        entries = await self.redis.xrevrange(self.config.events_key(request_id), count=64)
+        """The terminal result of the request's latest generation, if it has one.
+
+        Only a result an executor signed counts (a result is a signed batch of one);
+        entries that do not verify are passed over.
+        """
+        key = self.config.events_key(request_id)
+        entries = await self.redis.xrevrange(key, count=64)
         for _, fields in entries:
             etype = fields.get(b"type")
             if etype == b"cancel_requested":
                 continue
             if etype != b"result":
                 return None
-            event = decode_event(fields[b"data"])
-            return event if isinstance(event, Result) else None
+            result = genuine_result(
+                self.trust,
+                key,
+                [fields.get(name, b"") for name in (b"data", SIG, KID, COUNT)],
+            )
+            if result is not None:
+                return result
+            # not an executor's (planted with a Redis credential): pass over it
         return None
 
     async def cancel(self, request_id: str, reason: str = "") -> bool:
@@ -476,13 +538,19 @@ class StreamClient:
         stream reaches the executor running it. Raises BadInputError for an unknown
         (or expired) request.
         """
+        if self.keys is None:
+            raise BadInputError("cancelling needs the orchestrator signing key")
+        keys = self.keys
         cfg = self.config
         now = time.time()
-        note = CancelRequested(
-            request_id=request_id, seq=0, ts=now, attempt=0, by=self.name, reason=reason
+        key = cfg.events_key(request_id)
+        note = encode(
+            CancelRequested(
+                request_id=request_id, seq=0, ts=now, attempt=0, by=self.name, reason=reason
+            )
         )
         written = await redis_call(
-            lambda: self._cancel_script(keys=[cfg.events_key(request_id)], args=[encode(note)]),
+            lambda: self._cancel_script(keys=[key], args=[note, keys.sign(key, note), keys.kid]),
             wait_on_oom=self.wait_on_oom,
         )
         if int(written) < 0:
@@ -490,10 +558,11 @@ class StreamClient:
         if int(written) == 0:
             return False
         command = encode(Cancel(request_id=request_id, by=self.name, ts=now, reason=reason))
+        control = cfg.streams.control
         await redis_call(
             lambda: self.redis.xadd(
-                cfg.streams.control,
-                {"data": command},
+                control,
+                {"data": command, "sig": keys.sign(control, command), "kid": keys.kid},
                 maxlen=cfg.retention.control_maxlen,
                 approximate=True,
             ),
@@ -536,6 +605,14 @@ class StreamClient:
         dead = await self.dead_letter(entry_id)
         if dead is None:
             raise BadInputError(f"no dead letter {entry_id} (unknown, or already replayed)")
+        unproven = dead.proof(self.trust)
+        if unproven is not None:
+            # Planted with a Redis credential, not written by an executor: a replay
+            # would re-run (or roll back to) whatever job it carries.
+            raise BadInputError(
+                f"dead letter {entry_id} is not signed by a trusted executor ({unproven}); "
+                "refusing to replay it"
+            )
         source = dead.source_stream or dead.stream.removesuffix(cfg.streams.dead_suffix)
         if source not in cfg.job_streams:
             raise BadInputError(f"dead letter {entry_id} names no job stream ({source!r})")

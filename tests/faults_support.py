@@ -36,7 +36,7 @@ from contracts import (
     with_overrides,
 )
 from deploystream.embedded_redis import EmbeddedRedis
-from deploystream.keys import OrchestratorKeys, init_keys
+from deploystream.keys import OrchestratorKeys, Trust, init_keys
 from deploystream.redis_conn import connect
 from orchestrator.client import StreamClient
 from orchestrator.job_builder import build_provision_job
@@ -157,6 +157,7 @@ class FaultEnv:
             "--work-dir",
             str(self.base / "work"),
             *UNISOLATED_UNLESS_ROOT,
+            "--allow-file-repos",  # the sample repos are file:// (opt-in since issue 19)
             "--project-dir",
             str(ANSIBLE_DIR),
             *args,
@@ -372,7 +373,7 @@ class Tail(threading.Thread):
         async def go() -> None:
             r = connect(self.env.url)
             try:
-                client = StreamClient(r, self.env.config)
+                client = StreamClient(r, self.env.config, trust=Trust.load(self.env.keys_dir))
                 async for entry_id, event in client.events(self.request_id):
                     self.seen.append((entry_id, event))
             finally:

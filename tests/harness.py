@@ -124,6 +124,8 @@ class Executors:
             "--work-dir",
             str(self.base / "work"),
             *UNISOLATED_UNLESS_ROOT,
+            # Tests deploy file:// sample repos; an executor refuses them by default.
+            "--allow-file-repos",
             *extra_args,
         ]
         if self.project_dir is not None:

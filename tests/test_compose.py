@@ -286,6 +286,27 @@ def test_redis_has_aof_healthcheck_and_the_acl_file(services: dict[str, Any]) ->
     assert (ROOT / mounts[aclfile]).resolve() == ACL_FILE
 
 
+def test_redis_memory_is_bounded_and_never_evicts(services: dict[str, Any]) -> None:
+    """Unbounded, a flood of keys takes the host; evicting, Redis would drop job
+    entries, events or leases silently. The flags must also be ones Redis takes."""
+    import redis
+
+    from deploystream.embedded_redis import EmbeddedRedis
+
+    cmd = command_of(services["redis"])
+    limit = cmd[cmd.index("--maxmemory") + 1]
+    assert cmd[cmd.index("--maxmemory-policy") + 1] == "noeviction"
+    default = re.fullmatch(r"\$\{REDIS_MAXMEMORY:-(\w+)\}", limit)
+    assert default, f"--maxmemory {limit!r}: an overridable size with a default"
+    with EmbeddedRedis(
+        extra_args=["--maxmemory", default.group(1), "--maxmemory-policy", "noeviction"]
+    ) as server:
+        client = redis.Redis(host="127.0.0.1", port=server.port)
+        assert int(client.config_get("maxmemory")["maxmemory"]) >= 256 * 1024 * 1024
+        assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+        client.close()
+
+
 def test_acl_file_defines_both_users_and_lets_the_healthcheck_ping() -> None:
     lines = [ln.split() for ln in ACL_FILE.read_text().splitlines() if ln.strip()]
     users = {ln[1]: ln[2:] for ln in lines if ln[0] == "user"}
@@ -337,8 +358,16 @@ def _secret_targets(compose: dict[str, Any], name: str) -> dict[str, Path]:
 
 def test_each_side_gets_only_its_own_keys(compose: dict[str, Any]) -> None:
     for name, needs, never in (
-        ("executor", {keymod.BOX_PRIVATE, keymod.SIGN_PUBLIC}, keymod.SIGN_PRIVATE),
-        ("orchestrator", {keymod.SIGN_PRIVATE, keymod.BOX_PUBLIC}, keymod.BOX_PRIVATE),
+        (
+            "executor",
+            {keymod.BOX_PRIVATE, keymod.SIGN_PUBLIC, keymod.EXEC_SIGN_PRIVATE},
+            keymod.SIGN_PRIVATE,
+        ),
+        (
+            "orchestrator",
+            {keymod.SIGN_PRIVATE, keymod.BOX_PUBLIC, keymod.EXEC_SIGN_PUBLIC},
+            keymod.BOX_PRIVATE,
+        ),
     ):
         keys_dir = env_of(compose["services"][name])["DEPLOYSTREAM_KEYS_DIR"]
         targets = _secret_targets(compose, name)
@@ -397,14 +426,13 @@ def test_cli_loads_a_read_only_split_key_dir(compose: dict[str, Any], tmp_path: 
     keymod.init_keys(tmp_path / "all")
     d = tmp_path / "executor"
     d.mkdir()
-    for name in (keymod.BOX_PRIVATE, keymod.SIGN_PUBLIC):
+    split = [keymod.BOX_PRIVATE, keymod.SIGN_PUBLIC, keymod.EXEC_SIGN_PRIVATE]
+    for name in split:
         shutil.copy(tmp_path / "all" / name, d)
     d.chmod(0o555)
     try:
         App(config=_load(), keys_dir=d).executor_keys()
-        assert sorted(p.name for p in d.iterdir()) == sorted(
-            [keymod.BOX_PRIVATE, keymod.SIGN_PUBLIC]
-        )
+        assert sorted(p.name for p in d.iterdir()) == sorted(split)
     finally:
         d.chmod(0o755)
 

@@ -19,7 +19,7 @@ import redis
 
 from contracts import StreamsConfig
 from deploystream.cli.ops import snapshot
-from deploystream.keys import ExecutorKeys, OrchestratorKeys
+from deploystream.keys import ExecutorKeys, OrchestratorKeys, Trust
 from deploystream.redis_conn import connect
 from executor.settings import ExecutorSettings
 from executor.worker import Executor
@@ -108,7 +108,7 @@ def test_status_seen_ago_compares_on_redis_clock(
     async def status() -> dict[str, object]:
         client = connect(redis_url)
         try:
-            return await snapshot(client, config)
+            return await snapshot(client, config, Trust.load(keys_dir))
         finally:
             await client.aclose()
 

@@ -30,7 +30,7 @@ from contracts import (
     decode_event,
 )
 from deploystream.errors import StreamVanishedError
-from deploystream.keys import OrchestratorKeys
+from deploystream.keys import ExecutorKeys, OrchestratorKeys, Trust
 from deploystream.redis_conn import connect
 from executor.freshness import Consumption
 from executor.publisher import EventPublisher, Fence
@@ -63,7 +63,12 @@ async def _publish_request(
         reply = await r.xreadgroup(group, "ex", {stream: ">"}, count=1)
         entry_id = reply[0][1][0][0].decode()
         publisher = EventPublisher(
-            r, config, rid, fence=Fence(stream, entry_id, "ex", 1), attempt=1
+            r,
+            config,
+            rid,
+            fence=Fence(stream, entry_id, "ex", 1),
+            signer=ExecutorKeys.load(keys_dir).signer,
+            attempt=1,
         )
         consumption = Consumption(
             key=config.consumed_key(rid, "test"),
@@ -132,7 +137,8 @@ def test_past_the_limit_one_capped_event_then_the_result_counting_what_was_dropp
 
     async def read() -> list[object]:
         try:
-            return [e async for _, e in StreamClient(r2, small).events(rid)]
+            client = StreamClient(r2, small, trust=Trust.load(keys_dir))
+            return [e async for _, e in client.events(rid)]
         finally:
             await r2.aclose()
 

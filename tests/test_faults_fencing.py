@@ -12,12 +12,16 @@ from pathlib import Path
 import anyio
 import pytest
 import redis
+from nacl.signing import SigningKey
 
 from contracts import Output, Result, TaskStarted, decode_event, load_config
 from deploystream.embedded_redis import EmbeddedRedis
+from deploystream.keys import Signer
 from deploystream.redis_conn import connect
 from executor.publisher import EventPublisher, Fence, Lua
 from tests.faults_support import fault_env, pids_matching, wait_for, wait_gone
+
+SIGNER = Signer(SigningKey.generate())
 
 GROUP = "executors"
 
@@ -54,7 +58,7 @@ def test_scripts_are_fenced_by_owner_and_delivery_count(server: EmbeddedRedis) -
         assert await lua.renew(keys=[stream], args=Fence(stream, entry, "ex-a", 2).args(GROUP)) == 0
         assert await lua.renew(keys=[stream], args=Fence(stream, entry, "ex-b", 1).args(GROUP)) == 0
 
-        pub = EventPublisher(ar, config, "r1", fence=mine, attempt=1, lua=lua)
+        pub = EventPublisher(ar, config, "r1", fence=mine, signer=SIGNER, attempt=1, lua=lua)
         async with anyio.create_task_group() as tg:
             tg.start_soon(pub.run)
             pub.emit(_output("r1", 1))
@@ -88,7 +92,7 @@ def test_publish_and_finish_are_idempotent_when_retried(server: EmbeddedRedis) -
         ar = connect(server.url)
         lua = Lua(ar)
         fence = Fence(stream, entry, "ex-a", 1)
-        pub = EventPublisher(ar, config, "r2", fence=fence, attempt=1, lua=lua)
+        pub = EventPublisher(ar, config, "r2", fence=fence, signer=SIGNER, attempt=1, lua=lua)
         batch = [(b"output", n, f'{{"type":"output","n":{n}}}'.encode()) for n in (1, 2, 3)]
         assert await pub._publish(batch) == 3
         assert await pub._publish(batch) == 3  # the retry: nothing new
@@ -101,9 +105,9 @@ def test_publish_and_finish_are_idempotent_when_retried(server: EmbeddedRedis) -
         # The same FINISH again (its reply lost): acked already, result there -> 2.
         again = await lua.finish(
             keys=[stream, key, pub.watermark],
-            args=[*fence.args(GROUP), 100, 60, 5, b"{}"],
+            args=[*fence.args(GROUP), 60, 5, b"{}", "sig", "kid", "check"],
         )
-        assert again == 2
+        assert again == [2]
         await ar.aclose()
 
     anyio.run(go)

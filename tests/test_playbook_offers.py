@@ -213,6 +213,8 @@ def test_every_submit_path_refuses_what_live_executors_would_refuse(
     requests) and retry are refused like the CLI: nothing reaches a job stream."""
     from contracts.playbook_vars import encode_offers, parse_declaration
     from deploystream.errors import BadInputError
+    from deploystream.keys import ExecutorKeys
+    from deploystream.proofs import sign_presence
 
     # A live executor as the submit side sees one: a consumer of the group with a
     # presence hash advertising its playbooks and their declarations.
@@ -220,15 +222,16 @@ def test_every_submit_path_refuses_what_live_executors_would_refuse(
     for stream in config.job_streams:
         rclient.xgroup_create(stream, config.groups.executors, id="0", mkstream=True)
         rclient.xgroup_createconsumer(stream, config.groups.executors, "ex-a")
-    rclient.hset(
-        config.executor_key("ex-a"),
-        mapping={
-            "name": "ex-a",
-            "state": "running",
-            "playbooks": "sleep,quick",
-            "vars": encode_offers({"sleep": sleep_vars}),
-        },
-    )
+    presence = {
+        "name": "ex-a",
+        "state": "running",
+        "playbooks": "sleep,quick",
+        "vars": encode_offers({"sleep": sleep_vars}).decode(),
+    }
+    # Signed by the executors' key, as an executor writes it (issue 19).
+    key = config.executor_key("ex-a")
+    signer = ExecutorKeys.load(keys_dir).signer
+    rclient.hset(key, mapping=sign_presence(signer, key, presence))
     rclient.expire(config.executor_key("ex-a"), 60)
     for playbook, extra, words in (
         ("sleep", {"app_dir": "/tmp/x"}, "extra var 'app_dir' is not declared by playbook 'sleep'"),

@@ -1,7 +1,8 @@
 """Keys: ``deployctl keys init``, the one-machine path, and split key dirs.
 
 Each side holds only what it must: orchestrators ``orchestrator.key`` +
-``executor.pub``, executors ``executor.key`` + ``orchestrator.pub``. A deploy with a
+``executor.pub`` + ``executor-sign.pub``, executors ``executor.key`` +
+``executor-sign.key`` + ``orchestrator.pub``. A deploy with a
 secret works across such a split, with both dirs read-only, and nothing is created
 in them; a missing half is named in a clear error.
 """
@@ -23,9 +24,16 @@ from deploystream.errors import KeyMaterialError
 from tests.harness import Executors, deployctl
 
 ANSIBLE_DIR = Path(__file__).parent / "ansible"
-ALL = {keymod.BOX_PRIVATE, keymod.BOX_PUBLIC, keymod.SIGN_PRIVATE, keymod.SIGN_PUBLIC}
-ORCHESTRATOR_SIDE = {keymod.SIGN_PRIVATE, keymod.BOX_PUBLIC}
-EXECUTOR_SIDE = {keymod.BOX_PRIVATE, keymod.SIGN_PUBLIC}
+ALL = {
+    keymod.BOX_PRIVATE,
+    keymod.BOX_PUBLIC,
+    keymod.SIGN_PRIVATE,
+    keymod.SIGN_PUBLIC,
+    keymod.EXEC_SIGN_PRIVATE,
+    keymod.EXEC_SIGN_PUBLIC,
+}
+ORCHESTRATOR_SIDE = {keymod.SIGN_PRIVATE, keymod.BOX_PUBLIC, keymod.EXEC_SIGN_PUBLIC}
+EXECUTOR_SIDE = {keymod.BOX_PRIVATE, keymod.SIGN_PUBLIC, keymod.EXEC_SIGN_PRIVATE}
 
 
 def mode(path: Path) -> int:
@@ -36,7 +44,7 @@ def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
     return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in directory.iterdir()}
 
 
-def test_keys_init_creates_four_files_private_halves_0600_and_is_idempotent(
+def test_keys_init_creates_six_files_private_halves_0600_and_is_idempotent(
     tmp_path: Path,
 ) -> None:
     target = tmp_path / "keys"
@@ -52,6 +60,8 @@ def test_keys_init_creates_four_files_private_halves_0600_and_is_idempotent(
     assert mode(target / keymod.SIGN_PRIVATE) == 0o600
     assert mode(target / keymod.BOX_PUBLIC) == 0o644
     assert mode(target / keymod.SIGN_PUBLIC) == 0o644
+    assert mode(target / keymod.EXEC_SIGN_PRIVATE) == 0o600
+    assert mode(target / keymod.EXEC_SIGN_PUBLIC) == 0o644
     before = snapshot(target)
 
     again = deployctl(

@@ -236,6 +236,12 @@ def test_full_deploy_as_least_privilege_users_and_forbidden_commands(
         (orchestrator, ("KEYS", "*")),
         (executor, ("KEYS", "*")),
         (orchestrator, ("SET", "unrelated", "x")),
+        # Idempotency keys only with a TTL (SETEX), not by SET, not from a script.
+        (orchestrator, ("SET", cfg.idempotency_key("forever"), "x" * 100_000)),
+        (
+            orchestrator,
+            ("EVAL", "return redis.call('SET', KEYS[1], 'x')", "1", cfg.idempotency_key("lua")),
+        ),
         (executor, ("SET", "unrelated", "x")),
         (orchestrator, ("GET", cfg.streams.deploy)),
         (orchestrator, ("XADD", cfg.dead_key(cfg.streams.deploy), "*", "reason", "forged")),
@@ -352,7 +358,7 @@ _ORCHESTRATOR = [
     "EVAL x 2 ansible.events:{r} ansible.provision",
     "EVALSHA 0000000000000000000000000000000000000000 1 ansible.events:{r}",
     "GET deploystream.idem:k",
-    "SET deploystream.idem:k r EX 60",
+    "SETEX deploystream.idem:k 60 r",
     "XADD ansible.events:{r} * type submitted seq 0 data x",
     "EXPIRE ansible.events:{r} 60",
     "XADD ansible.deploy MAXLEN ~ 10 * job x sig y kid z",

@@ -11,7 +11,7 @@ from redis.exceptions import ResponseError
 
 from contracts import StreamsConfig
 from deploystream.errors import BadInputError, InfrastructureError
-from deploystream.keys import ExecutorKeys, OrchestratorKeys, ensure_local_keys
+from deploystream.keys import ExecutorKeys, OrchestratorKeys, Trust, ensure_local_keys
 from deploystream.redis_conn import TRANSIENT, TlsOptions, connect, redact_url
 
 # Exit codes of the operator contract (DESIGN.md "CLI").
@@ -42,6 +42,11 @@ class App:
     def executor_keys(self) -> ExecutorKeys:
         self._keys_ready()
         return ExecutorKeys.load(self.keys_dir)
+
+    def trust(self) -> Trust:
+        """The public halves a reader checks signatures with (tail, status, dlq)."""
+        self._keys_ready()
+        return Trust.load(self.keys_dir)
 
     async def redis(self) -> Redis:
         from deploystream.cluster import require_layout

@@ -32,6 +32,7 @@ from deploystream.embedded_redis import EmbeddedRedis, free_port
 from deploystream.keys import OrchestratorKeys, init_keys
 from deploystream.redis_conn import connect
 from deploystream.sample_service import create_sample_repo, stop_service
+from deploystream.terminal import clean
 from deploystream.testhosts import Fleet
 from orchestrator.client import StreamClient
 from orchestrator.job_builder import build_deploy_job, build_provision_job, new_request_id
@@ -58,6 +59,8 @@ def _start_executor(
             str(base / "work"),
             # Not root (a laptop): the demo's services run as the demo's own user.
             *([] if os.geteuid() == 0 else ["--unisolated-local-services"]),
+            # The demo's sample service is a local (file://) repository.
+            "--allow-file-repos",
             *(extra or []),
         ],
         env=env,
@@ -286,7 +289,7 @@ def demo(app: App, n_executors: int, keep: bool, demo_redis_url: str | None, n_h
         console.print()
         console.print(summary_table(results, labels, urls=keep))
         for note in notes:
-            console.print(f"  {note}", highlight=False)
+            console.print(f"  {clean(note)}", highlight=False, markup=False)
         ok = len(results) == 3 and all(r.ok for r in results.values())
         if keep:
             for r in results.values():

@@ -11,6 +11,7 @@ from deploystream.cli.follow import Display
 from deploystream.cli.interrupt import follow_interruptibly
 from deploystream.cli.params import pairs
 from deploystream.keys import OrchestratorKeys
+from deploystream.terminal import clean
 from orchestrator.client import StreamClient
 from orchestrator.github_secrets import infer_github_repo
 from orchestrator.job_builder import new_request_id
@@ -94,7 +95,7 @@ async def _run(
                 f"post-deploy {step['name']}: {step['status']}{detail}",
             )
         for error in final.get("errors", []):
-            click.echo(f"error: {error}", err=True)
+            click.echo(clean(f"error: {error}"), err=True)  # carries executor messages
         return exit_code(final)
 
     return await follow_interruptibly(

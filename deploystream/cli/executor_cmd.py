@@ -83,10 +83,11 @@ from deploystream.redis_policy import require_no_eviction
 )
 @click.option(
     "--allow-file-repos/--no-file-repos",
-    default=True,
+    default=False,
     envvar="DEPLOYSTREAM_ALLOW_FILE_REPOS",
     show_envvar=True,
-    help="Accept file:// repositories (local paths on the executor's host).",
+    help="Accept file:// repositories (off by default: a job could then read any "
+    "repository on the executor's disk; the demo and local tests turn it on).",
 )
 @click.option(
     "--unisolated-local-services",

@@ -16,13 +16,14 @@ from rich.console import Console
 
 from contracts import Event, Result
 from deploystream.cli.view import LineRenderer, LiveRenderer, Progress
+from deploystream.terminal import clean, clean_event, json_safe
 from orchestrator.gateway import JobGateway
 
 _json = msgspec.json.Encoder()
 
 
 def print_json(obj: object) -> None:
-    sys.stdout.buffer.write(_json.encode(obj) + b"\n")
+    sys.stdout.buffer.write(json_safe(_json.encode(obj)) + b"\n")
     sys.stdout.flush()
 
 
@@ -48,6 +49,8 @@ class Display:
         return p
 
     def show(self, event: Event) -> None:
+        if not self.json:  # JSON escapes control characters; a terminal must not see them
+            event = clean_event(event)
         p = self.track(event.request_id)
         p.apply(event)
         if self.json:
@@ -62,7 +65,7 @@ class Display:
         if self.json:
             print_json(obj)
         else:
-            self.console.print(text, highlight=False, soft_wrap=True)
+            self.console.print(clean(text), highlight=False, soft_wrap=True, markup=False)
 
     def __enter__(self) -> Display:
         if self._live is not None:

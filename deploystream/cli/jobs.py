@@ -44,9 +44,13 @@ def run(fn: Callable[[], Awaitable[int]]) -> int:
     return anyio.run(fn)
 
 
-async def _client(app: App) -> StreamClient:
-    """A client that reads (tail, cancel): no signing key needed."""
-    return StreamClient(await app.redis(), app.config, wait_on_oom=False)
+async def _client(app: App, *, sign: bool = False) -> StreamClient:
+    """A client that reads and verifies (tail), or signs too (cancel: executors
+    believe only a cancel the orchestrator key signed)."""
+    if sign:
+        keys = app.orchestrator_keys()
+        return StreamClient(await app.redis(), app.config, keys, wait_on_oom=False)
+    return StreamClient(await app.redis(), app.config, trust=app.trust(), wait_on_oom=False)
 
 
 async def check_executors(client: StreamClient, job: Job, *, texts: bool = True) -> Job:
@@ -458,7 +462,7 @@ def cancel(app: App, request_id: str, reason: str) -> int:
     """
 
     async def main() -> int:
-        client = await _client(app)
+        client = await _client(app, sign=True)  # a cancel is signed: executors check it
         rid = await client.resolve(request_id)
         if await client.cancel(rid, reason):
             click.echo(f"cancel requested for {rid}")

@@ -28,6 +28,7 @@ from deploystream.errors import (
 from deploystream.keys import default_keys_dir
 from deploystream.redis_conn import TRANSIENT
 from deploystream.redis_errors import describe
+from deploystream.terminal import clean
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 
@@ -118,7 +119,8 @@ def _leaf(exc: BaseException) -> BaseException:
 
 
 def _error(message: str) -> None:
-    click.echo(f"error: {one_line(message)}", err=True)
+    # Messages may quote what others wrote (a key id, a service's output): no controls.
+    click.echo(clean(f"error: {one_line(message)}"), err=True)
 
 
 def _quiet_stdout() -> None:

@@ -30,7 +30,11 @@ from contracts import DecodeError, StreamsConfig, decode_job, job_kind
 from deploystream.cli.app import EXIT_OK, App
 from deploystream.cli.params import ENTRY_ID
 from deploystream.cli.running_hosts import RunningHosts, format_hosts
+from deploystream.errors import KeyMaterialError
+from deploystream.keys import Trust
+from deploystream.proofs import verify_presence
 from deploystream.redis_clock import RedisClock
+from deploystream.terminal import clean, json_safe
 from orchestrator.client import StreamClient
 
 _json = msgspec.json.Encoder()
@@ -38,7 +42,7 @@ _PENDING_SHOWN = 200
 
 
 def _echo_json(obj: object) -> None:
-    click.echo(_json.encode(obj).decode())
+    click.echo(json_safe(_json.encode(obj)).decode())
 
 
 def _s(raw: Any) -> str:
@@ -122,16 +126,30 @@ async def _pending(
     return out
 
 
-async def _executors(redis: Redis, config: StreamsConfig) -> list[dict[str, Any]]:
+async def _executors(
+    redis: Redis, config: StreamsConfig, trust: Trust
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(executors whose presence hash an executor key signed, those no key signed)."""
     out: list[dict[str, Any]] = []
+    forged: list[dict[str, Any]] = []
     clock = RedisClock()  # executors write "seen" on Redis's clock: compare on it too
     await clock.sync(redis)
     now = clock.now()
-    async for key in redis.scan_iter(match=config.executor_key("*"), count=100):
-        h = {_s(k): _s(v) for k, v in (await redis.hgetall(key)).items()}  # type: ignore[misc]
-        if not h:
+    async for raw_key in redis.scan_iter(match=config.executor_key("*"), count=100):
+        raw = await redis.hgetall(raw_key)  # type: ignore[misc]
+        if not raw:
             continue
-        seen = float(h.get("seen", "0") or 0)
+        key = _s(raw_key)
+        try:
+            verify_presence(trust, key, raw)
+        except KeyMaterialError as exc:
+            forged.append({"key": key, "reason": str(exc)})
+            continue
+        h = {_s(k): _s(v) for k, v in raw.items()}
+        try:
+            seen = float(h.get("seen", "0") or 0)
+        except ValueError:
+            seen = 0.0
         out.append(
             {
                 "name": h.get("name", _s(key)),
@@ -146,7 +164,7 @@ async def _executors(redis: Redis, config: StreamsConfig) -> list[dict[str, Any]
                 "playbooks": [p for p in h.get("playbooks", "").split(",") if p],
             }
         )
-    return sorted(out, key=lambda e: str(e["name"]))
+    return sorted(out, key=lambda e: str(e["name"])), sorted(forged, key=lambda e: e["key"])
 
 
 async def _requests(redis: Redis, config: StreamsConfig) -> dict[str, Any]:
@@ -166,13 +184,17 @@ async def _requests(redis: Redis, config: StreamsConfig) -> dict[str, Any]:
 
 
 async def snapshot(
-    redis: Redis, config: StreamsConfig, running_hosts: RunningHosts | None = None
+    redis: Redis,
+    config: StreamsConfig,
+    trust: Trust,
+    running_hosts: RunningHosts | None = None,
 ) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data (the ``--json`` object).
 
     Each running request carries its hosts' progress (``hosts``: status and counts
     per host, ``task``: the task running now), read by ``running_hosts`` (pass the
-    same one across ``--watch`` refreshes so only new events are read)."""
+    same one across ``--watch`` refreshes so only new events are read). Executors
+    count only with a presence hash an executor key signed (``trust``)."""
     group = config.groups.executors
     streams: list[dict[str, Any]] = []
     running: list[dict[str, Any]] = []
@@ -200,6 +222,7 @@ async def snapshot(
         p.update(progress.get(p["request_id"] or "", {"task": None, "partial": False, "hosts": {}}))
     info = await redis.info("server")
     requests = await _requests(redis, config)
+    executors, unverified = await _executors(redis, config, trust)
     return {
         "ts": time.time(),
         "redis": {
@@ -211,7 +234,8 @@ async def snapshot(
         "requests": requests,
         "orchestrators": requests["consumers"],
         "dead_letters": sum(s["dead_letters"] for s in streams),
-        "executors": await _executors(redis, config),
+        "executors": executors,
+        "unverified_executors": unverified,
         "running": running,
     }
 
@@ -255,6 +279,13 @@ def render_status(snap: dict[str, Any]) -> RenderableType:
         parts.append(Text("executors: none alive", style="bold red"))
     else:
         parts.append(e)
+    for bad in snap["unverified_executors"]:
+        parts.append(
+            Text(
+                f"unverified presence ignored: {clean(bad['key'])} ({clean(bad['reason'])})",
+                style="yellow",
+            )
+        )
     r = Table(title="running (pending entries)", title_justify="left")
     r.add_column("request", no_wrap=True)
     for col in ("kind", "playbook", "owner", "idle", "deliveries", "task", "hosts", ""):
@@ -297,6 +328,7 @@ def status(app: App, json_out: bool, watch: bool, interval: float) -> int:
     running requests (with each host's status and counts so far), dead letters."""
 
     async def main() -> int:
+        trust = app.trust()
         redis = await app.redis()
         console = Console()
         if not console.is_terminal:  # a pipe or a log: no wrapping of ids at 80 columns
@@ -304,7 +336,7 @@ def status(app: App, json_out: bool, watch: bool, interval: float) -> int:
         hosts = RunningHosts(app.config)  # kept across refreshes: reads only new events
         try:
             if not watch:
-                snap = await snapshot(redis, app.config)
+                snap = await snapshot(redis, app.config, trust)
                 if json_out:
                     _echo_json(snap)
                 else:
@@ -312,7 +344,7 @@ def status(app: App, json_out: bool, watch: bool, interval: float) -> int:
                 return EXIT_OK
             if json_out or not console.is_terminal:
                 while True:
-                    snap = await snapshot(redis, app.config, hosts)
+                    snap = await snapshot(redis, app.config, trust, hosts)
                     if json_out:
                         _echo_json(snap)
                     else:
@@ -321,7 +353,8 @@ def status(app: App, json_out: bool, watch: bool, interval: float) -> int:
             with Live(console=console, auto_refresh=False) as live:
                 while True:
                     live.update(
-                        render_status(await snapshot(redis, app.config, hosts)), refresh=True
+                        render_status(await snapshot(redis, app.config, trust, hosts)),
+                        refresh=True,
                     )
                     await anyio.sleep(interval)
         finally:
@@ -346,12 +379,16 @@ def dlq_list(app: App, json_out: bool) -> int:
     """List dead-lettered entries with their reasons (oldest first per stream)."""
 
     async def main() -> int:
+        trust = app.trust()
         redis = await app.redis()
         try:
-            dead = await StreamClient(redis, app.config).dead_letters()
+            dead = await StreamClient(redis, app.config, trust=trust).dead_letters()
         finally:
             await redis.aclose()
-        rows = [d.as_dict() for d in dead]
+        rows = []
+        for d in dead:
+            unproven = d.proof(trust)
+            rows.append(d.as_dict() | {"verified": unproven is None, "unverified": unproven})
         if json_out:
             for row in rows:
                 _echo_json(row)
@@ -366,13 +403,18 @@ def dlq_list(app: App, json_out: bool) -> int:
                 if isinstance(dead_at, float)
                 else "?"
             )
+            flag = "" if row["verified"] else "  UNVERIFIED (not replayable)"
             click.echo(
-                f"{row['entry_id']}  {row['source_stream']}  "
-                f"request {row['request_id'] or '(unreadable)'}  "
-                f"{row['kind'] or '?'}/{row['playbook'] or '?'}  "
-                f"deliveries {row['delivery_count']}  at {when}"
+                clean(
+                    f"{row['entry_id']}  {row['source_stream']}  "
+                    f"request {row['request_id'] or '(unreadable)'}  "
+                    f"{row['kind'] or '?'}/{row['playbook'] or '?'}  "
+                    f"deliveries {row['delivery_count']}  at {when}{flag}"
+                )
             )
-            click.echo(f"    reason: {row['reason']}")
+            if not row["verified"]:
+                click.echo(clean(f"    not written by a trusted executor: {row['unverified']}"))
+            click.echo(clean(f"    reason: {row['reason']}"))
         click.echo("replay one with: deployctl dlq replay ENTRY_ID")
         return EXIT_OK
 
@@ -392,9 +434,11 @@ def dlq_replay(app: App, entry_id: str, json_out: bool) -> int:
     """
 
     async def main() -> int:
+        trust = app.trust()
         redis = await app.redis()
         try:
-            dead, new_id = await StreamClient(redis, app.config).replay_dead_letter(entry_id)
+            client = StreamClient(redis, app.config, trust=trust)
+            dead, new_id = await client.replay_dead_letter(entry_id)
         finally:
             await redis.aclose()
         row = dead.as_dict()

@@ -27,6 +27,7 @@ from contracts import (
     Result,
     Submitted,
     TaskStarted,
+    Unverified,
     Waiting,
     job_kind,
 )
@@ -87,6 +88,9 @@ class Progress:
 
     # ------------------------------------------------------------------ applying
     def apply(self, event: Event) -> None:
+        if isinstance(event, Unverified):  # shown, never believed: nothing else changes
+            self.notes.append(f"unverified {event.claimed or 'event'} ignored: {event.reason}")
+            return
         if self.started is None:
             self.started = event.ts
         if event.attempt > self.attempt and not isinstance(event, (Submitted, Result)):

@@ -35,6 +35,7 @@ from contracts import (
     Result,
     Submitted,
     TaskStarted,
+    Unverified,
     Waiting,
 )
 from deploystream.cli.progress import (
@@ -149,6 +150,8 @@ class LineRenderer:
                 lines += [f"  {ln}" for ln in out]
             case CancelRequested(by=who, reason=reason):
                 lines.append(f"cancel requested by {who}" + (f": {reason}" if reason else ""))
+            case Unverified(claimed=claimed, reason=why):
+                lines.append(f"unverified {claimed or 'event'} ignored ({why})")
             case Result():
                 totals = format_counts(progress.totals())
                 lines.append(f"{event.status.upper()} {describe_result(event)} [{totals}]")

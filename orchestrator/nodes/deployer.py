@@ -25,7 +25,7 @@ import msgspec
 import structlog
 from langgraph.config import get_stream_writer
 
-from contracts import CancelRequested, Event, Result, Waiting
+from contracts import CancelRequested, Event, Result, Unverified, Waiting
 from deploystream.errors import BadInputError, InfrastructureError, StreamGapError
 from orchestrator.gateway import JobGateway
 from orchestrator.settings import OrchestratorSettings
@@ -95,7 +95,9 @@ class DeployerNode:
                     # A wait for the project's lock does not count against the bound.
                     if isinstance(event, Waiting):
                         waiting_since = waiting_since or await self._gateway.redis_time()
-                    elif waiting_since is not None and not isinstance(event, CancelRequested):
+                    elif waiting_since is not None and not isinstance(
+                        event, (CancelRequested, Unverified)
+                    ):
                         deadline += await self._gateway.redis_time() - waiting_since
                         waiting_since = None
                     if isinstance(event, Result):

@@ -20,10 +20,12 @@ from __future__ import annotations
 # those 64 entries are all of the latest generation (the caller pages further
 # itself), and its cancel_requested entries, latest first, as {data, sig, kid}
 # (Lua cannot check a signature: the caller believes only a signed one), and for
-# 'result' the result entry as {data, sig, kid, n} (for the caller to verify).
+# 'result' the result entry as {data, sig, kid, n, entry id} (for the caller to
+# verify). ``forged`` (optional): a set of result entry ids the caller found no
+# executor signed; they are passed over as if absent (see RESULT_CHECK_FN).
 # request_state(key) -> the state alone, 'deep' read as 'running'.
 STATE_FN = """
-local function generation(key)
+local function generation(key, forged)
   local entries = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 64)
   local state = nil
   local cancel = {}
@@ -39,8 +41,10 @@ local function generation(key)
     end
     if t == 'cancel_requested' then
       cancel[#cancel + 1] = {d, sig, kid}
+    elseif t == 'result' and forged and forged[e[1]] then
+      -- planted with a Redis credential: not a result
     elseif state == nil and (t == 'result' or t == 'submitted') then
-      return t, cancel, {d, sig, kid, n}
+      return t, cancel, {d, sig, kid, n, e[1]}
     elseif t == 'submitted' then
       return state, cancel
     else
@@ -54,5 +58,22 @@ local function request_state(key)
   local state = generation(key)
   if state == 'deep' then return 'running' end
   return state
+end
+"""
+
+# Scripts that must believe only a *verified* result (Lua cannot check a signature)
+# take two arguments: ``forged`` (space-separated result entry ids the caller found
+# unsigned) and ``believed`` (the id of the result it verified, or ''), and stop at
+# any other latest result with ``result_check(last)`` -> {'result', data, sig, kid,
+# n, entry id}, nothing done, for the caller to verify and call again
+# (deploystream.proofs.past_forged_results runs that loop).
+RESULT_CHECK_FN = """
+local function id_set(s)
+  local set = {}
+  for id in string.gmatch(s, '%S+') do set[id] = true end
+  return set
+end
+local function result_check(last)
+  return {'result', last[1], last[2], last[3], last[4], last[5]}
 end
 """

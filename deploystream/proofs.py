@@ -33,6 +33,7 @@ import contextlib
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from contracts import DecodeError, Event, Result, Unverified, decode_event
 from deploystream.errors import KeyMaterialError
@@ -89,6 +90,35 @@ def genuine_result(trust: Trust, key: str, entry: Sequence[bytes]) -> Result | N
     except (KeyMaterialError, DecodeError):
         return None
     return event if isinstance(event, Result) else None
+
+
+# The most forged results one call passes over (the scripts read back 64 entries).
+_FORGED_MAX = 64
+
+ResultCheckedCall = Callable[[str, str], Awaitable[Any]]
+
+
+async def past_forged_results(
+    trust: Trust, key: str, call: ResultCheckedCall, on_forged: Callable[[str], None]
+) -> Any:
+    """Run a script that believes only a verified result (see
+    deploystream.generations.RESULT_CHECK_FN): ``call(forged, believed)`` runs it; when
+    it stops at a result (``[b"result", data, sig, kid, n, entry id]``) the result is
+    verified here with :func:`genuine_result` and the script called again, passing it
+    over (``on_forged(entry id)`` is called) or believing it. Returns the script's
+    other reply."""
+    forged: list[str] = []
+    believed = ""
+    while True:
+        reply = await call(" ".join(forged), believed)
+        if not (isinstance(reply, list) and reply and reply[0] == b"result"):
+            return reply
+        entry_id = reply[5].decode()
+        if len(forged) < _FORGED_MAX and genuine_result(trust, key, reply[1:5]) is None:
+            on_forged(entry_id)
+            forged.append(entry_id)
+        else:  # genuine (or too many planted to pass over: take it as a result)
+            believed = entry_id
 
 
 def dead_letter_message(stream: str, fields: Sequence[bytes]) -> bytes:

@@ -18,7 +18,7 @@ from typing import Any
 from contracts import Result, encode
 from contracts.codec import MAX_JOB_BYTES
 from contracts.entries import DEAD_LETTER_FIELDS
-from deploystream.proofs import sign_batch, sign_dead_letter
+from deploystream.proofs import past_forged_results, sign_batch, sign_dead_letter
 from deploystream.retry import redis_call
 from executor.core import ExecutorCore
 from executor.ownership import Owned
@@ -90,18 +90,25 @@ class DeadLetters(ExecutorCore):
                     executor=self.name,
                 )
             )
-        args = [
+        head = [
             *owned.fence(self.name).args(self.group),
             cfg.retention.dead_maxlen,
             cfg.retention.events_ttl_s,
             mode,
             result,
             *sign_batch(self.keys.signer, events_key, [result]),
-            *dead,
         ]
-        done = await redis_call(
-            lambda: self.lua.dead_letter(keys=[owned.stream, dead_key, events_key], args=args)
-        )
+
+        async def step(forged: str, believed: str) -> Any:
+            args = [*head, forged, believed, *dead]
+            keys = [owned.stream, dead_key, events_key]
+            return await redis_call(lambda: self.lua.dead_letter(keys=keys, args=args))
+
+        def planted(entry_id: str) -> None:
+            self.log.warning("result.unverified", key=events_key, entry=entry_id, at="dead_letter")
+
+        reply = await past_forged_results(self.keys.peers, events_key, step, planted)
+        done = int(reply[0])
         if int(done) == 0:
             self.log.warning("dead_letter.not_owner", entry=owned.entry_id)
             return

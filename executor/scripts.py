@@ -6,7 +6,7 @@ the request-state reading from :mod:`deploystream.generations`.
 
 from __future__ import annotations
 
-from deploystream.generations import STATE_FN
+from deploystream.generations import RESULT_CHECK_FN, STATE_FN
 from deploystream.leases import FENCE_FN as _FENCE_FN
 from deploystream.leases import RELEASE_LEASE, RENEW_LEASE
 
@@ -202,34 +202,41 @@ return {status}
 # KEYS[1] job stream, KEYS[2] dead-letter stream, KEYS[3] events stream (may be a
 # placeholder when no request id is readable).
 # ARGV group, entry id, consumer, delivery, dead maxlen, events ttl,
-#      mode, result data, result signature, key id, then the dead entry's fields as
+#      mode, result data, result signature, key id, forged, believed (see
+#      deploystream.generations.RESULT_CHECK_FN), then the dead entry's fields as
 #      name/value pairs (ending with the executor's proof over them).
 # mode: 'none' publish no result; 'error' publish it unless the request already has
 # one; 'rejected' publish it only if no executor has run this generation yet (a
 # forged entry naming someone else's live request must not end that request).
-# Returns 0 not the owner (nothing done), 1 dead-lettered, 2 dead-lettered + result.
+# Only a result the caller verified counts: any other stops the step (nothing done)
+# with {'result', ...} for the caller to verify. A planted result (no executor's
+# signature) must not keep the request from its terminal error.
+# Returns {0} not the owner (nothing done), {1} dead-lettered, {2} dead-lettered +
+# result.
 DEAD_LETTER = (
     _FENCE_FN
     + STATE_FN
+    + RESULT_CHECK_FN
     + """
-if not is_owner(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return 0 end
+if not is_owner(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return {0} end
+local publish = false
+if ARGV[7] ~= 'none' then
+  local state, _, last = generation(KEYS[3], id_set(ARGV[11]))
+  if state == 'result' and last[5] ~= ARGV[12] then return result_check(last) end
+  if ARGV[7] == 'error' then publish = state ~= 'result' end
+  if ARGV[7] == 'rejected' then publish = state == 'empty' or state == 'submitted' end
+end
 local fields = {}
-for i = 11, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 13, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', unpack(fields))
 local published = 1
-if ARGV[7] ~= 'none' then
-  local state = request_state(KEYS[3])
-  local ok = false
-  if ARGV[7] == 'error' then ok = state ~= 'result' end
-  if ARGV[7] == 'rejected' then ok = state == 'empty' or state == 'submitted' end
-  if ok then
-    redis.call('XADD', KEYS[3], '*', 'type', 'result', 'seq', 1, 'data', ARGV[8],
-               'n', 1, 'sig', ARGV[9], 'kid', ARGV[10])
-    redis.call('EXPIRE', KEYS[3], ARGV[6])
-    published = 2
-  end
+if publish then
+  redis.call('XADD', KEYS[3], '*', 'type', 'result', 'seq', 1, 'data', ARGV[8],
+             'n', 1, 'sig', ARGV[9], 'kid', ARGV[10])
+  redis.call('EXPIRE', KEYS[3], ARGV[6])
+  published = 2
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-return published
+return {published}
 """
 )

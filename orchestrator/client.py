@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import msgspec
 import structlog
@@ -54,7 +55,7 @@ from deploystream.errors import (
     StreamGapError,
     StreamVanishedError,
 )
-from deploystream.generations import STATE_FN
+from deploystream.generations import RESULT_CHECK_FN, STATE_FN
 from deploystream.keys import OrchestratorKeys, Trust
 from deploystream.presence import LiveOffers
 from deploystream.proofs import (
@@ -64,6 +65,7 @@ from deploystream.proofs import (
     Entry,
     EventVerifier,
     genuine_result,
+    past_forged_results,
     verify_dead_letter,
 )
 from deploystream.redis_clock import redis_time
@@ -132,13 +134,20 @@ _canonical = msgspec.json.Encoder(order="sorted")
 
 
 # KEYS[1] events key. ARGV[1] the cancel_requested entry's data, ARGV[2] its
-# signature, ARGV[3] the key id (executors believe only a signed cancel).
-# Returns 1 written, 0 the request already has a result, -1 no such request.
+# signature, ARGV[3] the key id (executors believe only a signed cancel), ARGV[4]
+# forged, ARGV[5] believed (see deploystream.generations.RESULT_CHECK_FN: only a
+# verified result makes the request finished).
+# Returns 1 written, 0 the request already has a result, -1 no such request, or
+# {'result', ...} (nothing written) for the caller to verify.
 _CANCEL = (
     STATE_FN
+    + RESULT_CHECK_FN
     + """
-local state = request_state(KEYS[1])
-if state == 'result' then return 0 end
+local state, _, last = generation(KEYS[1], id_set(ARGV[4]))
+if state == 'result' then
+  if last[5] ~= ARGV[5] then return result_check(last) end
+  return 0
+end
 if state == 'empty' and redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 redis.call('XADD', KEYS[1], '*', 'type', 'cancel_requested', 'seq', 0, 'data', ARGV[1],
            'sig', ARGV[2], 'kid', ARGV[3])
@@ -549,10 +558,20 @@ class StreamClient:
                 request_id=request_id, seq=0, ts=now, attempt=0, by=self.name, reason=reason
             )
         )
-        written = await redis_call(
-            lambda: self._cancel_script(keys=[key], args=[note, keys.sign(key, note), keys.kid]),
-            wait_on_oom=self.wait_on_oom,
-        )
+        sig = keys.sign(key, note)
+
+        async def step(forged: str, believed: str) -> Any:
+            return await redis_call(
+                lambda: self._cancel_script(
+                    keys=[key], args=[note, sig, keys.kid, forged, believed]
+                ),
+                wait_on_oom=self.wait_on_oom,
+            )
+
+        def planted(entry_id: str) -> None:
+            log.warning("result.unverified", key=key, entry=entry_id, at="cancel")
+
+        written = await past_forged_results(self.trust, key, step, planted)
         if int(written) < 0:
             raise BadInputError(f"no request {request_id} (unknown, or its events expired)")
         if int(written) == 0:

@@ -44,6 +44,7 @@ from deploystream.redis_conn import connect
 from orchestrator.client import StreamClient
 from orchestrator.run import run_deploy_graph
 from orchestrator.state import exit_code
+from tests.faults_support import fault_env, wait_for
 from tests.forge_support import write_batch, write_plain
 from tests.graph_support import make_settings
 from tests.harness import Executors, deployctl
@@ -536,3 +537,61 @@ def test_an_executor_started_plainly_refuses_file_repos(
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def _forged_success(request_id: str) -> Result:
+    return Result(
+        request_id=request_id, seq=1, ts=time.time(), attempt=1, status="success",
+        deployed_url=ATTACKER_URL, event_count=1, executor="ex-forge",
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_forged_result_does_not_keep_a_dead_letter_from_its_error_result(
+    tmp_path: Path,
+) -> None:
+    """Before: the dead-letter step saw "a result exists" in the planted one and
+    published no error, so the request never got a result a reader believes."""
+    marker = tmp_path / "crash-now"
+    marker.touch()
+    with fault_env(tmp_path, max_deliveries=1, concurrency=1) as env:
+        env.start_executors("ex-a")
+        rid = env.submit("crash", extra_vars={"crash_marker": str(marker)})
+        victim = env.proc("ex-a")
+        wait_for(lambda: victim.proc.poll() is not None, 120, "delivery 1 to kill ex-a")
+        key = env.config.events_key(rid)
+        write_plain(env.r, key, _forged_success(rid))
+        write_batch(env.r, key, [_forged_success(rid)])  # a made-up signature
+        env.start_executors("ex-b")  # delivery 2 is past the max: dead-lettered
+        result = wait_for(
+            lambda: env.run_client(lambda c: c.last_result(rid)), 120, "a verified result"
+        )
+        assert result.status == "error" and result.executor == "ex-b", result
+        assert "delivered 2 times (max 1)" in (result.error or "")
+        assert "result.unverified" in env.proc("ex-b").output()
+        tail = env.deployctl("tail", rid, "--json")
+        assert tail.returncode == 1, (tail.stdout, tail.stderr)
+        lines = [json.loads(ln) for ln in tail.stdout.splitlines()]
+        assert [e["status"] for e in lines if e["type"] == "result"] == ["error"]
+        assert sum(1 for e in lines if e["type"] == "unverified") == 2
+
+
+def test_a_forged_result_does_not_make_cancel_refuse(tmp_path: Path) -> None:
+    """Before: ``deployctl cancel`` answered "already finished" to a planted result."""
+    with fault_env(tmp_path) as env:
+        rid = env.submit("quick")  # queued: no executor runs
+        key = env.config.events_key(rid)
+        write_plain(env.r, key, _forged_success(rid))
+        write_batch(env.r, key, [_forged_success(rid)])
+        out = env.deployctl("cancel", rid)
+        assert out.returncode == 0, (out.stdout, out.stderr)
+        assert "already finished" not in out.stdout
+        assert _types(env.r, key)[-1] == b"cancel_requested"
+        # A genuine result still makes it refuse (the cancel was not a result).
+        signer = ExecutorKeys.load(env.keys_dir).signer
+        genuine = msgspec.structs.replace(_forged_success(rid), status="failed")
+        write_batch(env.r, key, [genuine], signer)
+        write_plain(env.r, key, _forged_success(rid))  # a planted one above it
+        again = env.deployctl("cancel", rid)
+        assert "already finished" in again.stdout, (again.stdout, again.stderr)
+        assert _types(env.r, key).count(b"cancel_requested") == 1

@@ -35,9 +35,12 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from redis.asyncio import Redis
+
 from contracts import DecodeError, Event, Result, Unverified, decode_event
 from deploystream.errors import KeyMaterialError
 from deploystream.keys import Signer, Trust, signed_bytes
+from deploystream.retry import redis_call
 
 EVENTS_DOMAIN = b"deploystream/events/1\n"
 DEAD_DOMAIN = b"deploystream/dead-letter/1\n"
@@ -58,6 +61,13 @@ PRESENCE_KID = "kid"
 Entry = tuple[str, dict[bytes, bytes]]
 # Reads up to n entries just before an entry id, oldest first.
 FetchBefore = Callable[[str, int], Awaitable[list[Entry]]]
+
+
+async def entries_before(redis: Redis, key: str, entry_id: str, count: int) -> list[Entry]:
+    """Up to ``count`` entries of ``key`` just before ``entry_id``, oldest first (an
+    :class:`EventVerifier`'s ``fetch_before``, with ``functools.partial``)."""
+    found = await redis_call(lambda: redis.xrevrange(key, max=f"({entry_id}", min="-", count=count))
+    return [(eid.decode(), dict(fields)) for eid, fields in reversed(found)]
 
 
 def _digest(items: Iterable[bytes]) -> bytes:

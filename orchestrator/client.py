@@ -62,8 +62,8 @@ from deploystream.proofs import (
     COUNT,
     KID,
     SIG,
-    Entry,
     EventVerifier,
+    entries_before,
     genuine_result,
     past_forged_results,
     verify_dead_letter,
@@ -422,7 +422,9 @@ class StreamClient:
         seen: dict[int, int] = {}
         strict = after in ("0", "0-0")
         opened = not strict
-        verifier = EventVerifier(self.trust, request_id, key, partial(self._entries_before, key))
+        verifier = EventVerifier(
+            self.trust, request_id, key, partial(entries_before, self.redis, key)
+        )
         while True:
             reply = await redis_call(
                 partial(self.redis.xread, {key: last}, block=5000, count=_READ_COUNT)
@@ -489,13 +491,6 @@ class StreamClient:
                             return
                         if not await self._superseded(key, entry_id):
                             return
-
-    async def _entries_before(self, key: str, entry_id: str, count: int) -> list[Entry]:
-        """Up to ``count`` entries just before ``entry_id``, oldest first."""
-        found = await redis_call(
-            lambda: self.redis.xrevrange(key, max=f"({entry_id}", min="-", count=count)
-        )
-        return [(eid.decode(), dict(fields)) for eid, fields in reversed(found)]
 
     async def _superseded(self, key: str, result_id: str) -> bool:
         """A ``submitted`` after this result: the request was replayed (new generation)."""

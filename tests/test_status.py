@@ -18,12 +18,12 @@ from contracts import (
     Result,
     StreamsConfig,
     TaskStarted,
-    encode,
 )
 from contracts.events import HostStatus
-from deploystream.keys import OrchestratorKeys
+from deploystream.keys import ExecutorKeys, OrchestratorKeys, Trust
 from orchestrator.job_builder import build_provision_job
 from tests.faults_support import fault_env
+from tests.forge_support import write_batch, write_plain
 from tests.harness import Executors, deployctl, wait_for_result
 
 ANSIBLE_DIR = Path(__file__).parent / "ansible"
@@ -139,7 +139,11 @@ def test_status_shows_each_host_of_a_running_request(tmp_path: Path) -> None:
 
 
 def test_running_hosts_reads_only_new_events_within_its_bound(
-    redis_url: str, config: StreamsConfig, rclient: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    redis_url: str,
+    config: StreamsConfig,
+    rclient: redis.Redis,
+    keys_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import anyio
 
@@ -150,16 +154,17 @@ def test_running_hosts_reads_only_new_events_within_its_bound(
     monkeypatch.setattr(running_hosts, "_CHUNK", 2)
     rid = "r-hosts"
     key = config.events_key(rid)
+    signer = ExecutorKeys.load(keys_dir).signer
 
     def publish(*events: Event) -> None:
-        for ev in events:
-            rclient.xadd(key, {"type": ev.__struct_config__.tag, "data": encode(ev)})
+        for ev in events:  # each a batch of one, signed as an executor does
+            write_batch(rclient, key, [ev], signer)
 
     def result(host: str, status: HostStatus, seq: int) -> HostResult:
         return HostResult(request_id=rid, seq=seq, ts=1.0, host=host, task="t", status=status)
 
     publish(result("h1", "changed", 1), result("h2", "unreachable", 2), result("h1", "ok", 3))
-    reader = running_hosts.RunningHosts(config)
+    reader = running_hosts.RunningHosts(config, Trust.load(keys_dir))
 
     async def refresh(*ids: str) -> dict[str, dict[str, Any]]:
         r = connect(redis_url)
@@ -203,3 +208,39 @@ def test_running_hosts_reads_only_new_events_within_its_bound(
         "h3": "not_run",
     }
     assert hosts["h1"]["ok"] == 2 and hosts["h1"]["changed"] == 1
+
+
+def test_running_hosts_ignores_events_no_executor_signed(
+    redis_url: str, config: StreamsConfig, rclient: redis.Redis, keys_dir: Path
+) -> None:
+    """Before: ``status`` counted a host result (or a result) written with a Redis
+    credential alone, as ``tail`` no longer does."""
+    import anyio
+
+    from deploystream.cli.running_hosts import RunningHosts
+    from deploystream.redis_conn import connect
+
+    rid = "r-forged-hosts"
+    key = config.events_key(rid)
+    signer = ExecutorKeys.load(keys_dir).signer
+    seen = HostResult(request_id=rid, seq=1, ts=1.0, host="h1", task="t", status="ok")
+    write_batch(rclient, key, [seen], signer)
+    forged = HostResult(request_id=rid, seq=2, ts=1.0, host="h1", task="t", status="failed")
+    write_plain(rclient, key, forged)
+    write_batch(rclient, key, [forged])  # a made-up signature
+    planted = HostResult(request_id=rid, seq=2, ts=1.0, host="evil", task="t", status="ok")
+    write_plain(rclient, key, planted)
+    fake_end = Result(request_id=rid, seq=3, ts=2.0, status="success")
+    write_plain(rclient, key, fake_end)
+
+    async def refresh() -> dict[str, Any]:
+        r = connect(redis_url)
+        try:
+            return (await RunningHosts(config, Trust.load(keys_dir)).hosts(r, [rid]))[rid]
+        finally:
+            await r.aclose()
+
+    hosts = anyio.run(refresh)["hosts"]
+    assert list(hosts) == ["h1"], hosts
+    assert hosts["h1"]["status"] == "running" and hosts["h1"]["ok"] == 1, hosts
+    assert hosts["h1"]["failed"] == 0, hosts

@@ -214,7 +214,7 @@ async def snapshot(
         )
         if exists:
             running += await _pending(redis, config, stream, group)
-    running_hosts = running_hosts or RunningHosts(config)
+    running_hosts = running_hosts or RunningHosts(config, trust)
     progress = await running_hosts.hosts(
         redis, [p["request_id"] for p in running if p["request_id"]]
     )
@@ -333,7 +333,7 @@ def status(app: App, json_out: bool, watch: bool, interval: float) -> int:
         console = Console()
         if not console.is_terminal:  # a pipe or a log: no wrapping of ids at 80 columns
             console = Console(width=200)
-        hosts = RunningHosts(app.config)  # kept across refreshes: reads only new events
+        hosts = RunningHosts(app.config, trust)  # kept across refreshes: reads only new events
         try:
             if not watch:
                 snap = await snapshot(redis, app.config, trust)

@@ -6,18 +6,23 @@ per refresh) and folded into a :class:`~deploystream.cli.progress.Progress`, the
 same state ``tail`` and the live view draw. A one-shot ``status`` reads each
 running stream once; ``--watch`` keeps the readers and reads only what is new.
 A stream longer than the bound is shown as far as it was read (``partial``).
+Events are verified as ``tail`` verifies them (:class:`deploystream.proofs.EventVerifier`):
+one no trusted executor signed is ignored.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from redis.asyncio import Redis
 
-from contracts import DecodeError, Result, StreamsConfig, Submitted, decode_event
+from contracts import Result, StreamsConfig, Submitted, Unverified
 from deploystream.cli.progress import COUNTED, Progress, format_counts
+from deploystream.keys import Trust
+from deploystream.proofs import EventVerifier, entries_before
 
 EVENTS_PER_REFRESH = 5000
 _CHUNK = 1000
@@ -26,6 +31,7 @@ _CHUNK = 1000
 @dataclass
 class _Reader:
     progress: Progress
+    verifier: EventVerifier
     last_id: str = "-"
     partial: bool = False
 
@@ -35,6 +41,7 @@ class RunningHosts:
     """Readers of the running requests' event streams, kept across refreshes."""
 
     config: StreamsConfig
+    trust: Trust
     _readers: dict[str, _Reader] = field(default_factory=dict)
 
     async def hosts(self, redis: Redis, request_ids: list[str]) -> dict[str, dict[str, Any]]:
@@ -45,7 +52,12 @@ class RunningHosts:
             del self._readers[gone]
         out: dict[str, dict[str, Any]] = {}
         for rid in request_ids:
-            reader = self._readers.setdefault(rid, _Reader(Progress(rid)))
+            reader = self._readers.get(rid)
+            if reader is None:
+                key = self.config.events_key(rid)
+                fetch_before = partial(entries_before, redis, key)
+                verifier = EventVerifier(self.trust, rid, key, fetch_before)
+                reader = self._readers[rid] = _Reader(Progress(rid), verifier)
             await self._read(redis, reader)
             out[rid] = _describe(reader)
         return out
@@ -56,12 +68,15 @@ class RunningHosts:
         while read < EVENTS_PER_REFRESH:
             low = reader.last_id if reader.last_id == "-" else f"({reader.last_id}"
             entries = await redis.xrange(key, min=low, max="+", count=_CHUNK)
+            checked = []
             for entry_id, fields in entries:
                 reader.last_id = entry_id.decode()
-                try:
-                    event = decode_event(fields.get(b"data", b""))
-                except DecodeError:
-                    continue
+                checked += await reader.verifier.add(reader.last_id, fields)
+            if len(entries) < _CHUNK:  # everything there was: no batch is cut
+                checked += reader.verifier.settle()
+            for _, event in checked:
+                if isinstance(event, Unverified):
+                    continue  # no trusted executor's: ignored
                 if isinstance(event, Submitted) and reader.progress.result is not None:
                     # A replay of a finished request: a new generation starts over.
                     reader.progress = Progress(reader.progress.request_id)

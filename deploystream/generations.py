@@ -18,7 +18,7 @@ from __future__ import annotations
 # generation(key) -> state, cancel: the state of the latest generation, reading back
 # at most 64 entries: 'empty' | 'submitted' | 'result' | 'running', or 'deep' when
 # those 64 entries are all of the latest generation (the caller pages further
-# itself), and its cancel_requested entries, latest first, as {data, sig, kid}
+# itself), and its cancel_requested entries, latest first, as {data, sig, kid, id}
 # (Lua cannot check a signature: the caller believes only a signed one), and for
 # 'result' the result entry as {data, sig, kid, n, entry id} (for the caller to
 # verify). ``forged`` (optional): a set of result entry ids the caller found no
@@ -40,7 +40,7 @@ local function generation(key, forged)
       elseif f[i] == 'n' then n = f[i + 1] end
     end
     if t == 'cancel_requested' then
-      cancel[#cancel + 1] = {d, sig, kid}
+      cancel[#cancel + 1] = {d, sig, kid, e[1]}
     elseif t == 'result' and forged and forged[e[1]] then
       -- planted with a Redis credential: not a result
     elseif state == nil and (t == 'result' or t == 'submitted') then

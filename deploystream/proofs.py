@@ -40,6 +40,7 @@ from redis.asyncio import Redis
 from contracts import DecodeError, Event, Result, Unverified, decode_event
 from deploystream.errors import KeyMaterialError
 from deploystream.keys import Signer, Trust, signed_bytes
+from deploystream.redis_clock import redis_time
 from deploystream.retry import redis_call
 
 EVENTS_DOMAIN = b"deploystream/events/1\n"
@@ -68,6 +69,29 @@ async def entries_before(redis: Redis, key: str, entry_id: str, count: int) -> l
     :class:`EventVerifier`'s ``fetch_before``, with ``functools.partial``)."""
     found = await redis_call(lambda: redis.xrevrange(key, max=f"({entry_id}", min="-", count=count))
     return [(eid.decode(), dict(fields)) for eid, fields in reversed(found)]
+
+
+def cancel_place(stream: str, entry_id: str) -> str:
+    """Where a cancel is signed for: its stream *and* the entry id it is written under.
+
+    The orchestrator picks the id (:func:`next_entry_id`) and writes the cancel with
+    ``XADD`` at exactly that id; stream ids only grow, so a copy of a genuine cancel
+    re-added later (to the control stream, or to a request's stream after a ``dlq
+    replay`` started a new generation) stands at another id and does not verify."""
+    return f"{stream}#{entry_id}"
+
+
+async def next_entry_id(redis: Redis, key: str) -> str:
+    """An id an ``XADD`` to ``key`` can take now: past its last entry and not before
+    Redis's clock (an ``XADD`` still refused -- a race, or a deleted top entry -- is
+    retried by the caller with a new one)."""
+    top = await redis_call(lambda: redis.xrevrange(key, count=1))
+    now_ms = int(await redis_time(redis) * 1000)
+    if top:
+        ms, seq = (int(x) for x in top[0][0].decode().split("-", 1))
+        if ms >= now_ms:
+            return f"{ms}-{seq + 1}"
+    return f"{now_ms}-0"
 
 
 def _digest(items: Iterable[bytes]) -> bytes:
@@ -235,7 +259,9 @@ class EventVerifier:
         if etype == b"cancel_requested":
             try:
                 self._trust.orchestrator_signed(
-                    signed_bytes(self._key, data), fields.get(SIG, b""), fields.get(KID, b"")
+                    signed_bytes(cancel_place(self._key, entry_id), data),
+                    fields.get(SIG, b""),
+                    fields.get(KID, b""),
                 )
             except KeyMaterialError as exc:
                 return self._note(entry, f"cancel not signed by a trusted orchestrator: {exc}")

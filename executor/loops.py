@@ -28,7 +28,7 @@ from contracts.codec import DecodeError
 from contracts.playbook_vars import encode_offers
 from deploystream.errors import KeyMaterialError
 from deploystream.presence import presence_period_s, presence_ttl_s
-from deploystream.proofs import sign_presence
+from deploystream.proofs import cancel_place, sign_presence
 from executor.core import ExecutorCore
 from executor.handover import Note
 from executor.ownership import Owned
@@ -199,7 +199,7 @@ class BackgroundLoops(ExecutorCore):
                         # Only a trusted orchestrator's signature for this stream
                         # makes it a cancel: a Redis credential alone cannot cancel.
                         self.keys.verify(
-                            stream,
+                            cancel_place(stream, last),
                             data,
                             fields.get(b"sig", b"").decode("ascii", "replace"),
                             fields.get(b"kid", b"").decode("ascii", "replace"),

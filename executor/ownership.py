@@ -23,7 +23,7 @@ from contracts.codec import DecodeError
 from contracts.entries import ATTEMPT_BASE
 from deploystream.errors import KeyMaterialError
 from deploystream.keys import ExecutorKeys
-from deploystream.proofs import genuine_result
+from deploystream.proofs import cancel_place, genuine_result
 from deploystream.retry import redis_call
 from executor.publisher import EventPublisher, Fence
 
@@ -83,11 +83,13 @@ class RequestState:
         cls, kind: str, cancels: list[list[bytes]], keys: ExecutorKeys, events_key: str
     ) -> RequestState:
         """From the state and the generation's ``cancel_requested`` entries as
-        ``[data, sig, kid]``, latest first: only one a trusted orchestrator signed
-        for this request counts (a Redis credential alone cannot cancel)."""
-        for data, sig, kid in cancels:
+        ``[data, sig, kid, entry id]``, latest first: only one a trusted orchestrator
+        signed for this request at the id it stands at counts (a Redis credential alone
+        cannot cancel, nor re-add a copy: see deploystream.proofs.cancel_place)."""
+        for data, sig, kid, entry_id in cancels:
             try:
-                keys.verify(events_key, data, sig.decode(), kid.decode())
+                place = cancel_place(events_key, entry_id.decode())
+                keys.verify(place, data, sig.decode(), kid.decode())
                 event = decode_event(data)
             except (KeyMaterialError, DecodeError, UnicodeDecodeError) as exc:
                 log.warning("cancel.unverified", key=events_key, reason=str(exc))
@@ -110,12 +112,11 @@ async def read_request_state(redis: Redis, key: str, keys: ExecutorKeys) -> Requ
     cancels: list[list[bytes]] = []
     while True:
         entries = await redis_call(partial(redis.xrevrange, key, max=top, min="-", count=page))
-        for _, fields in entries:
+        for entry_id, fields in entries:
             etype = fields.get(b"type", b"")
             if etype == b"cancel_requested":
-                cancels.append(
-                    [fields.get(b"data", b""), fields.get(b"sig", b""), fields.get(b"kid", b"")]
-                )
+                proof = [fields.get(name, b"") for name in (b"data", b"sig", b"kid")]
+                cancels.append([*proof, entry_id])
                 continue
             if etype == b"result" and not _genuine(keys, key, fields):
                 log.warning("result.unverified", key=key)

@@ -227,7 +227,7 @@ class EventPublisher:
         scripts.START, executor.freshness): one round trip. Call before :meth:`emit`.
 
         Returns the state and, for ``replayed``/``expired``, why; otherwise the
-        ``cancel_requested`` entries (``[data, sig, kid]``, unverified) of the
+        ``cancel_requested`` entries (``[data, sig, kid, entry id]``, unverified) of the
         request's latest generation. On ``lost``, ``result``, ``replayed``,
         ``expired`` or ``deep`` no event was written and this publisher's numbering
         does not move: on ``deep`` the caller decides, and :meth:`emit` numbers the

@@ -117,7 +117,7 @@ end
 # checks the record with CONSUME and publishes the usual way), else the state
 # before the events were written ('empty' | 'submitted' | 'running'). Except for
 # 'replayed' and 'expired', detail is every cancel_requested of the generation as
-# {data, sig, kid} (Lua cannot check a signature: the caller verifies them).
+# {data, sig, kid, entry id} (Lua cannot check a signature: the caller verifies them).
 START = (
     _FENCE_FN
     + _WATERMARK_FN

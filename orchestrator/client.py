@@ -25,6 +25,8 @@ from typing import Any
 import msgspec
 import structlog
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+from redis.typing import EncodableT, FieldT
 
 from contracts import (
     Cancel,
@@ -51,6 +53,7 @@ from contracts.entries import (
 from contracts.requests import DeployRequest
 from deploystream.errors import (
     BadInputError,
+    InfrastructureError,
     KeyMaterialError,
     StreamGapError,
     StreamVanishedError,
@@ -63,8 +66,10 @@ from deploystream.proofs import (
     KID,
     SIG,
     EventVerifier,
+    cancel_place,
     entries_before,
     genuine_result,
+    next_entry_id,
     past_forged_results,
     verify_dead_letter,
 )
@@ -75,6 +80,8 @@ log = structlog.get_logger(__name__)
 
 # Entries per XREAD of a request's stream.
 _READ_COUNT = 1000
+# Tries to write a cancel at an id signed for it (another writer may take the id).
+_PLACE_TRIES = 5
 
 # How long what live executors offer is trusted before it is read again.
 _OFFERS_MAX_AGE_S = 1.0
@@ -136,9 +143,11 @@ _canonical = msgspec.json.Encoder(order="sorted")
 # KEYS[1] events key. ARGV[1] the cancel_requested entry's data, ARGV[2] its
 # signature, ARGV[3] the key id (executors believe only a signed cancel), ARGV[4]
 # forged, ARGV[5] believed (see deploystream.generations.RESULT_CHECK_FN: only a
-# verified result makes the request finished).
-# Returns 1 written, 0 the request already has a result, -1 no such request, or
-# {'result', ...} (nothing written) for the caller to verify.
+# verified result makes the request finished), ARGV[6] the entry id the cancel is
+# signed for (deploystream.proofs.cancel_place).
+# Returns 1 written, 0 the request already has a result, -1 no such request,
+# {'result', ...} (nothing written) for the caller to verify, or {'taken'} when the
+# id can no longer be written (the caller signs for a new one).
 _CANCEL = (
     STATE_FN
     + RESULT_CHECK_FN
@@ -149,8 +158,9 @@ if state == 'result' then
   return 0
 end
 if state == 'empty' and redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-redis.call('XADD', KEYS[1], '*', 'type', 'cancel_requested', 'seq', 0, 'data', ARGV[1],
-           'sig', ARGV[2], 'kid', ARGV[3])
+local added = redis.pcall('XADD', KEYS[1], ARGV[6], 'type', 'cancel_requested', 'seq', 0,
+                          'data', ARGV[1], 'sig', ARGV[2], 'kid', ARGV[3])
+if type(added) == 'table' and added.err then return {'taken'} end
 return 1
 """
 )
@@ -553,35 +563,56 @@ class StreamClient:
                 request_id=request_id, seq=0, ts=now, attempt=0, by=self.name, reason=reason
             )
         )
-        sig = keys.sign(key, note)
-
-        async def step(forged: str, believed: str) -> Any:
-            return await redis_call(
-                lambda: self._cancel_script(
-                    keys=[key], args=[note, sig, keys.kid, forged, believed]
-                ),
-                wait_on_oom=self.wait_on_oom,
-            )
 
         def planted(entry_id: str) -> None:
             log.warning("result.unverified", key=key, entry=entry_id, at="cancel")
 
-        written = await past_forged_results(self.trust, key, step, planted)
+        for _ in range(_PLACE_TRIES):
+            place = await next_entry_id(self.redis, key)
+            sig = keys.sign(cancel_place(key, place), note)
+
+            async def step(forged: str, believed: str) -> Any:
+                args: list[bytes | str] = [note, sig, keys.kid, forged, believed, place]  # noqa: B023
+                return await redis_call(
+                    lambda: self._cancel_script(keys=[key], args=args),
+                    wait_on_oom=self.wait_on_oom,
+                )
+
+            written = await past_forged_results(self.trust, key, step, planted)
+            if written != [b"taken"]:
+                break
+        else:
+            raise InfrastructureError(f"could not place a cancel on {key}")
         if int(written) < 0:
             raise BadInputError(f"no request {request_id} (unknown, or its events expired)")
         if int(written) == 0:
             return False
         command = encode(Cancel(request_id=request_id, by=self.name, ts=now, reason=reason))
         control = cfg.streams.control
-        await redis_call(
-            lambda: self.redis.xadd(
-                control,
-                {"data": command, "sig": keys.sign(control, command), "kid": keys.kid},
-                maxlen=cfg.retention.control_maxlen,
-                approximate=True,
-            ),
-            wait_on_oom=self.wait_on_oom,
-        )
+        for _ in range(_PLACE_TRIES):
+            place = await next_entry_id(self.redis, control)
+            fields: dict[FieldT, EncodableT] = {
+                "data": command,
+                "sig": keys.sign(cancel_place(control, place), command),
+                "kid": keys.kid,
+            }
+            try:
+                await redis_call(
+                    lambda: self.redis.xadd(
+                        control,
+                        fields,  # noqa: B023
+                        id=place,  # noqa: B023
+                        maxlen=cfg.retention.control_maxlen,
+                        approximate=True,
+                    ),
+                    wait_on_oom=self.wait_on_oom,
+                )
+                break
+            except ResponseError as exc:
+                if "equal or smaller" not in str(exc):
+                    raise
+        else:
+            raise InfrastructureError(f"could not place a cancel on {control}")
         log.info("job.cancel_requested", request_id=request_id)
         return True
 

@@ -595,3 +595,40 @@ def test_a_forged_result_does_not_make_cancel_refuse(tmp_path: Path) -> None:
         again = env.deployctl("cancel", rid)
         assert "already finished" in again.stdout, (again.stdout, again.stderr)
         assert _types(env.r, key).count(b"cancel_requested") == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("copied_to", ["events and control", "control"])
+def test_a_copy_of_a_genuine_cancel_does_not_cancel_a_later_run(
+    tmp_path: Path, copied_to: str
+) -> None:
+    """Before: a cancel's signature covered its stream and data only, so a copy of a
+    genuine one re-added later -- on the request's stream after a ``dlq replay``
+    started a new generation, or on the control stream while that run ran -- still
+    cancelled. Now it is signed for the entry id it was written under."""
+    with fault_env(tmp_path, concurrency=1) as env:
+        rid = env.submit("sleep", extra_vars={"sleep_s": 3})  # queued: no executor yet
+        out = env.deployctl("cancel", rid)
+        assert out.returncode == 0, (out.stdout, out.stderr)
+        key = env.config.events_key(rid)
+        control = env.config.streams.control
+        [(_, genuine)] = [(i, f) for i, f in env.r.xrange(key) if f[b"type"] == b"cancel_requested"]
+        [(_, broadcast)] = env.r.xrange(control)
+        # A new generation of the same request, as `dlq replay` writes it, and the
+        # attacker's copy of the cancel in it.
+        [(_, submitted)] = env.r.xrange(key, count=1)
+        env.r.xadd(key, submitted)
+        if copied_to == "events and control":
+            env.r.xadd(key, genuine)
+        env.start_executors("ex-a")
+        wait_for(lambda: any(isinstance(e, TaskStarted) for e in env.events(rid)), 60, "the run")
+        env.r.xadd(control, broadcast)  # ... and of the broadcast, while it runs
+        result = env.wait_result(rid)
+        assert result.status == "success", (result, env.logs())
+        copies = 2 if copied_to == "events and control" else 1
+        assert env.proc("ex-a").output().count("cancel.unverified") >= copies, env.logs()
+        tail = env.deployctl("tail", rid, "--json")
+        lines = [json.loads(ln) for ln in tail.stdout.splitlines()]
+        assert tail.returncode == 0, (tail.stdout, tail.stderr)
+        unverified = [e["claimed"] for e in lines if e["type"] == "unverified"]
+        assert unverified == ["cancel_requested"] * (copies - 1), lines

@@ -6,7 +6,7 @@ UV := $(TOOLS)/bin/uv
 UV_VERSION := 0.13.9
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 
-.PHONY: setup demo test lint typecheck bench clean
+.PHONY: setup demo test test-fast lint typecheck bench clean
 
 $(UV):
 	$(PY) -m venv $(TOOLS)
@@ -31,6 +31,10 @@ typecheck: setup
 
 test: setup lint typecheck
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+# The fast tier: everything but the end-to-end tests with real executor processes.
+test-fast: setup lint typecheck
+	$(VENV)/bin/pytest -q -m "not slow" $(PYTEST_ARGS)
 
 # Benchmarks (docs/benchmarks.md). The peers (arq, taskiq) pin an older redis-py, so
 # they get their own venv, built from bench/peers.txt only when that file changes.

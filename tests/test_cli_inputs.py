@@ -3,7 +3,6 @@ pipe; validation names the option, says what is allowed, and answers fast."""
 
 from __future__ import annotations
 
-import resource
 import socket
 import subprocess
 import sys
@@ -189,17 +188,12 @@ def test_validation_names_the_option_in_words_all_missing_at_once(
     assert not rclient.exists(config.streams.deploy, config.streams.provision)
 
 
-def _children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def test_bad_input_is_rejected_before_connecting_or_importing_the_graph(
     keys_dir: Path, tmp_path: Path
 ) -> None:
     """Bad input is rejected without a connection to Redis and without importing the
     graph (langgraph, ~2 s): a listening socket sees no connection attempt, and a
-    fresh interpreter has not imported langgraph. Then the work it takes, end to end."""
+    fresh interpreter has not imported langgraph. Then the console script, for both commands."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
@@ -216,16 +210,14 @@ def test_bad_input_is_rejected_before_connecting_or_importing_the_graph(
             [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
         )
         assert out.stdout.split() == ["2", "False"], out.stderr
+        # The time this takes is measured outside the tests (see docs/benchmarks.md);
+        # here, through the real console script, that both commands exit 2 at once.
         for argv in (
             ["deploy", "--project", "My App!", "--repo", "owner/name", "--service-port", "80"],
             ["provision", "--server", "s", "--host", "bad host"],
         ):
-            before = _children_cpu_s()
             done = deployctl(*argv, redis_url=url, keys_dir=keys_dir)
             assert done.returncode == 2, done.stderr
-            # CPU time, which a loaded machine does not stretch: about half a second
-            # (interpreter and imports); importing the graph alone took 2 s.
-            assert _children_cpu_s() - before < 1.2
         with pytest.raises(BlockingIOError):
             listener.accept()  # nobody ever connected
 

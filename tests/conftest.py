@@ -98,3 +98,13 @@ def ssh_fleet() -> Iterator[Fleet]:
         yield fleet
     finally:
         fleet.close()
+
+
+@pytest.fixture(autouse=True)
+def _structlog_defaults() -> Iterator[None]:
+    """A test that runs the CLI in-process configures logging for the whole process:
+    give the next test structlog's defaults back (capture_logs relies on them)."""
+    yield
+    import structlog
+
+    structlog.reset_defaults()

@@ -167,12 +167,14 @@ async def _executors(
     return sorted(out, key=lambda e: str(e["name"])), sorted(forged, key=lambda e: e["key"])
 
 
-async def _requests(redis: Redis, config: StreamsConfig) -> dict[str, Any]:
-    """``deploy.requests`` (what the platform asks) and its group: the orchestrators."""
-    stream, group = config.streams.requests, config.groups.orchestrators
+async def _stream_summary(
+    redis: Redis, config: StreamsConfig, stream: str, group: str
+) -> tuple[bool, dict[str, Any]]:
+    """One consumed stream: whether it exists, and its length, its group, the group's
+    consumers and its dead letters."""
     exists = bool(await redis.exists(stream))
     dead = config.dead_key(stream)
-    return {
+    return exists, {
         "stream": stream,
         "length": int(await redis.xlen(stream)) if exists else 0,
         "group": group,
@@ -181,6 +183,14 @@ async def _requests(redis: Redis, config: StreamsConfig) -> dict[str, Any]:
         "dead_stream": dead,
         "dead_letters": int(await redis.xlen(dead)),
     }
+
+
+async def _requests(redis: Redis, config: StreamsConfig) -> dict[str, Any]:
+    """``deploy.requests`` (what the platform asks) and its group: the orchestrators."""
+    _, summary = await _stream_summary(
+        redis, config, config.streams.requests, config.groups.orchestrators
+    )
+    return summary
 
 
 async def snapshot(
@@ -199,19 +209,8 @@ async def snapshot(
     streams: list[dict[str, Any]] = []
     running: list[dict[str, Any]] = []
     for stream in config.job_streams:
-        exists = bool(await redis.exists(stream))
-        dead = config.dead_key(stream)
-        streams.append(
-            {
-                "stream": stream,
-                "length": int(await redis.xlen(stream)) if exists else 0,
-                "group": group,
-                "group_info": await _group_info(redis, stream, group) if exists else None,
-                "consumers": await _consumers(redis, stream, group) if exists else [],
-                "dead_stream": dead,
-                "dead_letters": int(await redis.xlen(dead)),
-            }
-        )
+        exists, summary = await _stream_summary(redis, config, stream, group)
+        streams.append(summary)
         if exists:
             running += await _pending(redis, config, stream, group)
     running_hosts = running_hosts or RunningHosts(config, trust)

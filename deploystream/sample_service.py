@@ -14,6 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from deploystream.processes import pid_alive
+
 PID_FILE_NAME = "service.pid"
 """Name of the pid file the deploy_service playbook writes in the app directory."""
 
@@ -105,21 +107,6 @@ def create_sample_repo(
     _git(path, "add", "app.py", "Procfile", ".gitignore")
     _git(path, "commit", "--quiet", "-m", "sample service")
     return path.resolve().as_uri()
-
-
-def pid_alive(pid: int) -> bool:
-    """True when ``pid`` exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def stop_service(app_dir: Path, *, timeout: float = 5.0) -> None:

@@ -40,6 +40,7 @@ from ansible_runner.interface import init_runner
 
 from contracts import DeployJob, HostStats, HostSummary, Job, ProvisionJob, Target
 from contracts.rules import repo_clone_url
+from deploystream.processes import pid_alive
 from executor import ssh
 from executor.guard import ENV_NICE, ENV_RUN, ORPHANED_RC, kill_tree, proc_table, run_marker
 from executor.settings import ExecutorSettings
@@ -182,21 +183,11 @@ def sweep_stale_run_dirs(base: Path | None) -> list[Path]:
                 continue
         except OSError:
             continue
-        if int(pid) != me and _pid_alive(int(pid)):
+        if int(pid) != me and pid_alive(int(pid)):
             continue
         shutil.rmtree(run_dir, ignore_errors=True)
         removed.append(run_dir)
     return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def runner_env(prepared: Mapping[str, str], ours: Mapping[str, str]) -> dict[str, str]:

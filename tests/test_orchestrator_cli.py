@@ -47,6 +47,20 @@ def apps(executors: Executors):
             stop_service(app)
 
 
+def _post_deploy_options(httpserver: HTTPServer, github: GithubStandIn) -> list[str]:
+    """The platform API and the GitHub stand-in, as `deploy` and `retry` take them."""
+    return [
+        "--api-url",
+        httpserver.url_for("/").rstrip("/"),
+        "--github-repo",
+        "acme/shop",
+        "--github-api-url",
+        github.api_url,
+        "--github-token",
+        "ghp_" + "t" * 36,
+    ]
+
+
 def test_deploy_cli_runs_graph_and_post_deploy(
     executors: Executors,
     apps: Path,
@@ -94,14 +108,7 @@ def test_deploy_cli_runs_graph_and_post_deploy(
         "--secret",
         "GREETING=hi",
         "--json",
-        "--api-url",
-        httpserver.url_for("/").rstrip("/"),
-        "--github-repo",
-        "acme/shop",
-        "--github-api-url",
-        github.api_url,
-        "--github-token",
-        "ghp_" + "t" * 36,
+        *_post_deploy_options(httpserver, github),
         redis_url=redis_url,
         keys_dir=keys_dir,
         DEPLOYSTREAM_CHECKPOINT_DB=str(tmp_path / "cp.sqlite"),
@@ -249,14 +256,7 @@ def test_retry_of_a_deploy_runs_the_graph_with_post_deploy(
         "retry",
         rid[:8],
         "--json",
-        "--api-url",
-        httpserver.url_for("/").rstrip("/"),
-        "--github-repo",
-        "acme/shop",
-        "--github-api-url",
-        github.api_url,
-        "--github-token",
-        "ghp_" + "t" * 36,
+        *_post_deploy_options(httpserver, github),
         redis_url=redis_url,
         keys_dir=keys_dir,
         DEPLOYSTREAM_CHECKPOINT_DB=str(tmp_path / "cp.sqlite"),
